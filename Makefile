@@ -1,0 +1,26 @@
+# Fresh machine: `make test` builds .venv from nothing and runs the suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test test-fast venv clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Everything, slow-marked tests included (CI runs this).
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+# Skip the slow-marked tests while iterating.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,374 @@
+"""Typed, validated YAML configs.
+
+Every section is a dataclass; loading walks the YAML against the dataclass
+fields so an unknown key, a wrong type or an impossible value is a
+:class:`ConfigError` naming the file, the line and the dotted key. A config may
+``extends: other.yaml`` (path relative to it) and override any key.
+
+Configs ship in ``configs/``; ``--config tiny`` is short for ``configs/tiny.yaml``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+class ConfigError(ValueError):
+    """A config is invalid; the message names file, line and key."""
+
+
+# ---------------------------------------------------------------- sections
+
+
+@dataclass
+class DataConfig:
+    mode: Literal["thumos", "activitynet"]
+    sigma: int  # frames per snippet (paper sec. 4.1: 5 THUMOS, 16 ActivityNet)
+    clip_length: int  # frames the backbone sees per snippet, centred on it
+    resize_short: int
+    crop: list[int]  # [height, width] fed to the backbone
+    window: int  # THUMOS: sliding-window length; ActivityNet: resized length T
+    window_overlap: float = 0.5  # THUMOS sliding windows
+    num_classes: int = 1
+    class_names: list[str] | None = None
+
+
+@dataclass
+class ModelConfig:
+    backbone: Literal["r2plus1d_34", "r2plus1d_18", "tiny"]
+    backbone_weights: str | None = None
+    movement: bool = True  # False: the "Base" ablation (F_total only)
+    relation: Literal["mrem", "conv"] = "mrem"  # "conv": Base ablation, MREM -> 1D conv
+    relation_kernel: int = 3  # k of MREM's local path
+    channels: int = 256  # MREM output and SFPN width
+    levels: int = 3
+    level_lengths: list[int] = field(default_factory=list)  # derived from window when empty
+    scale_ranges: list[list[float]] = field(default_factory=list)
+    max_duration: list[int] | None = None  # D_i per level; None: L_i (every anchor)
+    head_samples: int = 16  # S of SAlign
+    head_hidden: int = 256
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 8
+    lr: float = 1e-3
+    lr_decayed: float = 1e-4
+    lr_decay_epoch: int = 5
+    epochs: int = 7
+    generalization_epochs: int = 1
+    sample_ratios: list[float] = field(default_factory=lambda: [0.5, 0.4, 0.9])
+    positive_iou: float = 0.9
+    lambda1: float = 5.0
+    lambda2: float = 10.0
+    weight_decay: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class SoftNMSConfig:
+    method: Literal["gaussian", "linear", "hard", "bmn"] = "gaussian"
+    sigma: float = 0.5
+    iou_threshold: float = 0.5
+    bmn_low: float = 0.65
+    bmn_high: float = 0.9
+    class_agnostic: bool = False
+
+
+@dataclass
+class InferenceConfig:
+    peak_ratio: float = 0.5  # candidate boundary: local peak or > ratio * max
+    max_detections: int = 100
+    min_score: float = 0.001
+    soft_nms: SoftNMSConfig = field(default_factory=SoftNMSConfig)
+    top_k_labels: int = 2  # external video-level score fusion
+
+
+@dataclass
+class StreamConfig:
+    hop: int | None = None  # snippets between two windows; None: data.window // 2 (50 % overlap)
+    max_batch: int = 8
+    max_wait_ms: float = 20.0
+    backend: Literal["auto", "pytorch", "onnxruntime", "tensorrt"] = "auto"
+    device: str = "cpu"
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    snippet_endpoint: str = "ipc:///tmp/menet-snippets"
+    window_endpoint: str = "ipc:///tmp/menet-windows"
+    event_endpoint: str = "tcp://127.0.0.1:5560"
+    queue_size: int = 64
+    metrics_port: int = 0  # 0 = metrics disabled
+
+
+@dataclass
+class MENetConfig:
+    name: str
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig = field(default_factory=TrainConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    source: str = "<memory>"  # where it was loaded from; not a YAML key
+
+    # Derived values live here so no caller recomputes them differently.
+    def level_lengths(self) -> list[int]:
+        return list(self.model.level_lengths)
+
+    def max_durations(self) -> list[int]:
+        return list(self.model.max_duration or self.model.level_lengths)
+
+    @property
+    def feature_channels(self) -> int:
+        from .model.backbone import BACKBONES
+        return BACKBONES[self.model.backbone].out_channels * (2 if self.model.movement else 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.pop("source")
+        return out
+
+
+# ---------------------------------------------------------------- loading
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that remembers the line of every mapping key."""
+
+
+def _key_lines(node: yaml.Node, prefix: str, out: dict[str, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+            out[path] = key_node.start_mark.line + 1
+            _key_lines(value_node, path, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            path = f"{prefix}[{i}]"
+            out.setdefault(path, item.start_mark.line + 1)
+            _key_lines(item, path, out)
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from exc
+    try:
+        node = yaml.compose(text, Loader=_LineLoader)
+        data = yaml.load(text, Loader=_LineLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
+    lines: dict[str, int] = {}
+    if node is not None:
+        _key_lines(node, "", lines)
+    return data, lines
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A path as given, or a bare name of a shipped config (``tiny`` -> configs/tiny.yaml)."""
+    path = Path(name)
+    if path.is_file() or path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+        return path
+    return CONFIG_DIR / f"{name}.yaml"
+
+
+class _Where:
+    """Where a key came from, for error messages."""
+
+    def __init__(self, files: list[tuple[Path, dict[str, int]]]) -> None:
+        self.files = files
+
+    def __call__(self, key: str) -> str:
+        # The file that sets the key itself wins (the overriding one first); else
+        # the nearest enclosing section, so inherited keys point at their origin.
+        probe = key
+        while probe:
+            for path, lines in reversed(self.files):
+                if probe in lines:
+                    return f"{path}:{lines[probe]}: {key}"
+            probe = probe.rsplit(".", 1)[0] if "." in probe else ""
+        return f"{self.files[-1][0]}: {key}"
+
+
+def load_config(name: str | Path) -> MENetConfig:
+    """Load, merge ``extends`` chains, type-check and validate a config file."""
+    path = resolve_config_path(name)
+    chain: list[tuple[Path, dict[str, Any], dict[str, int]]] = []
+    seen: set[Path] = set()
+    while True:
+        if path.resolve() in seen:
+            raise ConfigError(f"{path}: 'extends' forms a cycle")
+        seen.add(path.resolve())
+        data, lines = _read_yaml(path)
+        chain.insert(0, (path, data, lines))
+        parent = data.pop("extends", None)
+        if parent is None:
+            break
+        if not isinstance(parent, str):
+            raise ConfigError(f"{path}:{lines.get('extends', '?')}: extends: expected a file name")
+        path = (path.parent / parent)
+    merged: dict[str, Any] = {}
+    for _, data, _ in chain:
+        merged = _merge(merged, data)
+    where = _Where([(p, lines) for p, _, lines in chain])
+    merged.pop("source", None)
+    cfg = _build(MENetConfig, merged, "", where)
+    cfg.source = str(chain[-1][0])
+    _derive(cfg)
+    _validate(cfg, where)
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> MENetConfig:
+    """Build a config from a plain dict (e.g. the one stored in a checkpoint)."""
+    where = _Where([(Path(source), {})])
+    data = {k: v for k, v in data.items() if k != "source"}
+    cfg = _build(MENetConfig, data, "", where)
+    cfg.source = source
+    _derive(cfg)
+    _validate(cfg, where)
+    return cfg
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _build(tp: Any, value: Any, key: str, where: _Where) -> Any:
+    """Convert ``value`` to type ``tp`` or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where(key)}: expected a mapping, got {type(value).__name__}")
+        hints = typing.get_type_hints(tp)
+        fields = {f.name: f for f in dataclasses.fields(tp) if f.name != "source"}
+        unknown = sorted(set(value) - set(fields))
+        if unknown:
+            sub = f"{key}.{unknown[0]}" if key else unknown[0]
+            raise ConfigError(f"{where(sub)}: unknown key (allowed here: {', '.join(sorted(fields))})")
+        kwargs = {}
+        for name, f in fields.items():
+            sub = f"{key}.{name}" if key else name
+            if name in value:
+                kwargs[name] = _build(hints[name], value[name], sub, where)
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{where(key or name)}: missing required key '{sub}'")
+        return tp(**kwargs)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _build(arg, value, key, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise errors[0] if len(errors) == 1 else ConfigError(
+            f"{where(key)}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where(key)}: must be one of {list(args)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where(key)}: expected a list, got {type(value).__name__} {value!r}")
+        return [_build(args[0], v, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where(key)}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where(key)}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where(key)}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where(key)}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"config schema uses an unsupported type {tp!r} at {key}")
+
+
+def _derive(cfg: MENetConfig) -> None:
+    m = cfg.model
+    if not m.level_lengths:
+        m.level_lengths = [cfg.data.window // 2 ** i for i in range(m.levels)]
+    if cfg.stream.hop is None:
+        cfg.stream.hop = cfg.data.window // 2
+
+
+def _validate(cfg: MENetConfig, where: _Where) -> None:
+    def check(ok: bool, key: str, message: str) -> None:
+        if not ok:
+            raise ConfigError(f"{where(key)}: {message}")
+
+    d, m, t, s = cfg.data, cfg.model, cfg.train, cfg.stream
+    check(d.sigma >= 1, "data.sigma", f"must be >= 1, got {d.sigma}")
+    check(d.clip_length >= 1, "data.clip_length", f"must be >= 1, got {d.clip_length}")
+    check(len(d.crop) == 2 and min(d.crop) >= 16, "data.crop", f"must be [height, width] >= 16, got {d.crop}")
+    check(d.resize_short >= min(d.crop), "data.resize_short",
+          f"must be >= the crop's short side {min(d.crop)}, got {d.resize_short}")
+    check(0 <= d.window_overlap < 1, "data.window_overlap", f"must be in [0, 1), got {d.window_overlap}")
+    check(d.num_classes >= 1, "data.num_classes", f"must be >= 1, got {d.num_classes}")
+    if d.class_names is not None:
+        check(len(d.class_names) == d.num_classes, "data.class_names",
+              f"has {len(d.class_names)} names but data.num_classes is {d.num_classes}")
+    check(1 <= m.levels <= 6, "model.levels", f"must be in 1..6, got {m.levels}")
+    check(d.window % 2 ** (m.levels - 1) == 0, "data.window",
+          f"{d.window} is not divisible by 2^(levels-1) = {2 ** (m.levels - 1)}")
+    expected = [d.window // 2 ** i for i in range(m.levels)]
+    check(m.level_lengths == expected, "model.level_lengths",
+          f"must be {expected} for window {d.window} and {m.levels} levels, got {m.level_lengths}")
+    check(len(m.scale_ranges) == m.levels, "model.scale_ranges",
+          f"needs one [min, max] per level ({m.levels}), got {len(m.scale_ranges)}")
+    for i, rng in enumerate(m.scale_ranges):
+        check(len(rng) == 2 and 0 <= rng[0] < rng[1] <= 1, f"model.scale_ranges[{i}]",
+              f"must be [min, max] with 0 <= min < max <= 1, got {rng}")
+    if m.max_duration is not None:
+        check(len(m.max_duration) == m.levels, "model.max_duration", f"needs {m.levels} values")
+        for i, (dur, length) in enumerate(zip(m.max_duration, m.level_lengths)):
+            check(1 <= dur <= length, f"model.max_duration[{i}]", f"must be in 1..{length}, got {dur}")
+    check(m.relation_kernel % 2 == 1, "model.relation_kernel", f"must be odd, got {m.relation_kernel}")
+    for key, value in (("model.channels", m.channels), ("model.head_samples", m.head_samples),
+                       ("model.head_hidden", m.head_hidden), ("train.batch_size", t.batch_size),
+                       ("train.epochs", t.epochs)):
+        check(value >= 1, key, f"must be >= 1, got {value}")
+    check(len(t.sample_ratios) == m.levels, "train.sample_ratios",
+          f"needs one ratio per level ({m.levels}), got {len(t.sample_ratios)}")
+    for i, r in enumerate(t.sample_ratios):
+        # The paper states 0 < r1 <= r2 <= r3 but uses (0.5, 0.4, 0.9): we only require (0, 1].
+        check(0 < r <= 1, f"train.sample_ratios[{i}]", f"must be in (0, 1], got {r}")
+    check(0 <= t.generalization_epochs <= t.epochs, "train.generalization_epochs",
+          f"must be in 0..epochs ({t.epochs}), got {t.generalization_epochs}")
+    check(t.lr > 0 and t.lr_decayed > 0, "train.lr", "learning rates must be > 0")
+    check(0 < t.positive_iou < 1, "train.positive_iou", f"must be in (0, 1), got {t.positive_iou}")
+    i = cfg.inference
+    check(0 < i.peak_ratio <= 1, "inference.peak_ratio", f"must be in (0, 1], got {i.peak_ratio}")
+    check(i.max_detections >= 1, "inference.max_detections", f"must be >= 1, got {i.max_detections}")
+    check(i.soft_nms.sigma > 0, "inference.soft_nms.sigma", f"must be > 0, got {i.soft_nms.sigma}")
+    check(1 <= s.hop <= d.window, "stream.hop", f"must be in 1..data.window ({d.window}), got {s.hop}")
+    check(s.max_batch >= 1, "stream.max_batch", f"must be >= 1, got {s.max_batch}")
+    check(s.max_wait_ms >= 0, "stream.max_wait_ms", f"must be >= 0, got {s.max_wait_ms}")
+    check(s.queue_size >= 1, "stream.queue_size", f"must be >= 1, got {s.queue_size}")

@@ -1,0 +1,49 @@
+"""The ``menet`` command: one subcommand per module in ``stream/commands``.
+
+Each command module exposes ``add_parser(subparsers)`` (which sets ``func``) and
+``run(args) -> int``;
+this file only dispatches, so a command's whole contract lives in one place.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Order is the order of `menet --help`. A module that is not there yet is skipped,
+# so the CLI only ever lists commands that exist.
+COMMANDS = ("demo", "run", "subscribe", "synth", "extract", "train", "infer", "eval",
+            "build_engine", "bench", "model_info")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="menet",
+        description="MENet-stream: online temporal action detection (MENet, ICCV 2023).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"stream.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"stream.commands.{name}":
+                continue
+            raise
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

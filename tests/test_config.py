@@ -1,0 +1,131 @@
+"""Config loading and validation: errors name the file, the line and the key."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.config import CONFIG_DIR, ConfigError, config_from_dict, load_config
+
+SHIPPED = ["thumos14", "anet13", "tiny", "stream"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_configs_load(name: str) -> None:
+    cfg = load_config(name)
+    assert cfg.name == name
+    assert cfg.source == str(CONFIG_DIR / f"{name}.yaml")
+
+
+def test_paper_settings() -> None:
+    th = load_config("thumos14")
+    assert (th.data.sigma, th.data.window, th.level_lengths()) == (5, 256, [256, 128, 64])
+    assert th.model.scale_ranges == [[0.0, 0.15], [0.10, 0.75], [0.50, 1.0]]
+    assert th.train.sample_ratios == [0.5, 0.4, 0.9]
+    assert (th.train.lambda1, th.train.lambda2) == (5.0, 10.0)
+    assert (th.train.epochs, th.train.generalization_epochs, th.train.lr_decay_epoch) == (7, 1, 5)
+    an = load_config("anet13")
+    assert (an.data.sigma, an.data.window, an.level_lengths()) == (16, 200, [200, 100, 50])
+    assert (an.train.epochs, an.train.generalization_epochs, an.train.lr_decay_epoch) == (10, 7, 7)
+
+
+def test_stream_extends_tiny() -> None:
+    stream, tiny = load_config("stream"), load_config("tiny")
+    assert stream.model == tiny.model and stream.data == tiny.data
+    assert stream.stream.hop == 64 and tiny.stream.hop == tiny.data.window // 2
+
+
+def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def base_text(extra_model: str = "", extra_data: str = "") -> str:
+    return f"""extends: {CONFIG_DIR / 'tiny.yaml'}
+name: mine
+data:
+  sigma: 4
+{extra_data}model:
+  channels: 32
+{extra_model}"""
+
+
+def test_override_through_extends(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, base_text()))
+    assert (cfg.name, cfg.data.sigma, cfg.model.channels, cfg.data.window) == ("mine", 4, 32, 128)
+
+
+def test_unknown_key_names_file_line_and_key(tmp_path: Path) -> None:
+    path = write(tmp_path, base_text(extra_model="  chanels: 64\n"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert f"{path}:7: model.chanels: unknown key" in msg
+    assert "channels" in msg  # the allowed keys are listed
+
+
+def test_wrong_type_names_key(tmp_path: Path) -> None:
+    path = write(tmp_path, base_text(extra_data="  window: big\n"))
+    with pytest.raises(ConfigError, match=rf"{path}:5: data.window: expected an integer, got 'big'"):
+        load_config(path)
+
+
+def test_wrong_literal(tmp_path: Path) -> None:
+    path = write(tmp_path, base_text(extra_model="  backbone: resnet50\n"))
+    with pytest.raises(ConfigError, match=r"model.backbone: must be one of \['r2plus1d_34'"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("extra_model,extra_data,key", [
+    ("", "  window: 90\n", "data.window"),  # not divisible by 4
+    ("  scale_ranges: [[0.2, 0.1], [0.1, 0.7], [0.5, 1.0]]\n", "", r"model.scale_ranges\[0\]"),
+    ("  relation_kernel: 4\n", "", "model.relation_kernel"),
+    ("  level_lengths: [128, 64, 16]\n", "", "model.level_lengths"),
+    ("  levels: 2\n", "", "model.scale_ranges"),
+    ("  level_lengths: [128, 64]\n", "", "model.level_lengths"),
+    ("", "  sigma: 0\n", "data.sigma"),
+])
+def test_impossible_values_name_the_key(tmp_path: Path, extra_model: str, extra_data: str, key: str) -> None:
+    text = base_text(extra_model, extra_data).replace("  sigma: 4\n", "") if "sigma" in extra_data \
+        else base_text(extra_model, extra_data)
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=rf"\.yaml:\d+: {key}:"):  # inherited keys point at their file
+        load_config(path)
+
+
+def test_missing_required_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\ndata: {mode: thumos, sigma: 5, clip_length: 8, resize_short: 64, "
+                           "crop: [64, 64], window: 64}\n")
+    with pytest.raises(ConfigError, match="missing required key 'model'"):
+        load_config(path)
+
+
+def test_train_section_checks(tmp_path: Path) -> None:
+    path = write(tmp_path, base_text() + "train:\n  epochs: 2\n  generalization_epochs: 3\n")
+    with pytest.raises(ConfigError, match=r"train.generalization_epochs: must be in 0..epochs \(2\), got 3"):
+        load_config(path)
+
+
+def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "name: [unclosed\n"))
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_extends_cycle(tmp_path: Path) -> None:
+    write(tmp_path, "extends: b.yaml\n", "a.yaml")
+    write(tmp_path, "extends: a.yaml\n", "b.yaml")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_round_trip_through_dict() -> None:
+    cfg = load_config("thumos14")
+    again = config_from_dict(cfg.to_dict(), source="checkpoint")
+    assert again.to_dict() == cfg.to_dict()
+    broken = cfg.to_dict()
+    broken["model"]["head_samples"] = 0
+    with pytest.raises(ConfigError, match="checkpoint: model.head_samples: must be >= 1"):
+        config_from_dict(broken, source="checkpoint")
