@@ -1,0 +1,272 @@
+"""Window layout, seconds and merging: engine/postprocess/windows.py."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.config import DataConfig, InferenceConfig, SoftNMSConfig
+from engine.evaluation.results_format import read_activitynet_results, write_activitynet_results
+from engine.postprocess.decode import Proposals
+from engine.postprocess.windows import (Detections, StreamMerger, detections_to_results, merge_video,
+                                        seconds_per_snippet, to_seconds, window_pad, window_starts,
+                                        window_valid_length)
+
+# ---------------------------------------------------------------- layout
+
+
+def test_window_layout_cases() -> None:
+    assert window_starts(100, 256) == [0]  # short: one window, padded
+    assert window_pad(100, 256) == 156 and window_valid_length(100, 0, 256) == 100
+    assert window_starts(256, 256) == [0] and window_pad(256, 256) == 0
+    assert window_starts(512, 256) == [0, 128, 256]  # exact multiple of the stride
+    assert window_starts(300, 256) == [0, 44]  # remainder: last window aligned to the end
+    assert window_starts(700, 256) == [0, 128, 256, 384, 444]
+    assert window_starts(512, 256, overlap=0.0) == [0, 256]
+    assert window_starts(257, 256) == [0, 1]
+    assert window_starts(0, 256) == [] and window_pad(0, 256) == 0
+    assert all(window_valid_length(700, s, 256) == 256 for s in window_starts(700, 256))
+    with pytest.raises(ValueError):
+        window_starts(10, 0)
+    with pytest.raises(ValueError):
+        window_starts(10, 8, overlap=1.0)
+
+
+@given(st.integers(1, 3000), st.integers(1, 300), st.sampled_from([0.0, 0.25, 0.5, 0.75]))
+@settings(max_examples=200, deadline=None)
+def test_window_layout_properties(n: int, window: int, overlap: float) -> None:
+    starts = window_starts(n, window, overlap)
+    stride = max(1, round(window * (1 - overlap)))
+    assert starts[0] == 0
+    assert all(b > a for a, b in zip(starts, starts[1:]))
+    assert all(b - a <= stride for a, b in zip(starts, starts[1:]))  # never less overlap than asked
+    if n <= window:
+        assert starts == [0] and window_pad(n, window) == window - n
+    else:
+        assert starts[-1] == n - window  # every window inside the video, last one at the end
+        assert all(window_valid_length(n, s, window) == window for s in starts)
+    covered = np.zeros(n, bool)
+    for s in starts:
+        covered[s:s + window] = True
+    assert covered.all()
+
+
+def test_seconds() -> None:
+    seg = np.array([[0.0, 4.0], [10.5, 12.0]])
+    np.testing.assert_allclose(to_seconds(seg, 128, 0.2), [[25.6, 26.4], [27.7, 28.0]])
+    thumos = DataConfig(mode="thumos", sigma=5, clip_length=16, resize_short=128, crop=[112, 112], window=256)
+    assert seconds_per_snippet(thumos, fps=30.0) == pytest.approx(5 / 30)
+    anet = DataConfig(mode="activitynet", sigma=16, clip_length=16, resize_short=128, crop=[112, 112],
+                      window=200)
+    assert seconds_per_snippet(anet, duration=100.0) == pytest.approx(0.5)
+    # ActivityNet: window start 0, the whole window is the whole video
+    np.testing.assert_allclose(to_seconds(np.array([[0.0, 200.0]]), 0, 0.5), [[0.0, 100.0]])
+    with pytest.raises(ValueError):
+        seconds_per_snippet(thumos)
+    with pytest.raises(ValueError):
+        seconds_per_snippet(anet)
+
+
+# ---------------------------------------------------------------- merging
+
+
+def props(segments: list[list[float]], scores: list[float], labels: list[int], window: int = 8,
+          num_classes: int = 3) -> Proposals:
+    n = len(scores)
+    probs = np.full((n, num_classes + 1), 1.0 / (num_classes + 1))
+    return Proposals(
+        segments=np.asarray(segments, np.float64).reshape(-1, 2), scores=np.asarray(scores, np.float64),
+        labels=np.asarray(labels, np.int64), proposal_scores=np.asarray(scores, np.float64) * 2,
+        level=np.zeros(n, np.int64), anchors=np.zeros((n, 2), np.int64),
+        label_rank=np.zeros(n, np.int64), class_probs=probs, window=window)
+
+
+def inference(method: str = "gaussian", agnostic: bool = False, **kw: object) -> InferenceConfig:
+    nms = SoftNMSConfig(method=method, class_agnostic=agnostic)  # type: ignore[arg-type]
+    cfg = InferenceConfig(soft_nms=nms)
+    return dataclasses.replace(cfg, **kw)  # type: ignore[arg-type]
+
+
+def two_windows(label_b: int = 1) -> list[tuple[int, Proposals]]:
+    # window 8 snippets, starts 0 and 4; sps 0.5 s: the same action at 2.5-3.5 s seen twice
+    return [(0, props([[5.0, 7.0], [0.5, 1.5]], [0.9, 0.3], [1, 0])),
+            (4, props([[1.0, 3.0]], [0.8], [label_b]))]
+
+
+def test_merge_duplicates_suppressed_hard() -> None:
+    det = merge_video(two_windows(), 0.5, 10.0, inference("hard"))
+    assert len(det) == 2
+    np.testing.assert_allclose(det.segments, [[2.5, 3.5], [0.25, 0.75]])
+    np.testing.assert_allclose(det.scores, [0.9, 0.3])
+    np.testing.assert_array_equal(det.labels, [1, 0])
+
+
+def test_merge_duplicates_decayed_gaussian() -> None:
+    det = merge_video(two_windows(), 0.5, 10.0, inference("gaussian"))
+    np.testing.assert_allclose(det.scores, [0.9, 0.3, 0.8 * math.exp(-1.0 / 0.5)])
+    # another class is not suppressed by per-class Soft-NMS ...
+    det2 = merge_video(two_windows(label_b=2), 0.5, 10.0, inference("gaussian"))
+    np.testing.assert_allclose(det2.scores, [0.9, 0.8, 0.3])
+    # ... but is with class_agnostic
+    det3 = merge_video(two_windows(label_b=2), 0.5, 10.0, inference("gaussian", agnostic=True))
+    np.testing.assert_allclose(det3.scores, [0.9, 0.3, 0.8 * math.exp(-1.0 / 0.5)])
+
+
+def test_merge_clips_and_drops_padding() -> None:
+    # video 3 s = 6 snippets, one window of 8 padded by 2: the second proposal lies in the padding
+    win = [(0, props([[4.0, 7.5], [6.5, 8.0]], [0.9, 0.8], [0, 0]))]
+    det = merge_video(win, 0.5, 3.0, inference("gaussian"))
+    np.testing.assert_allclose(det.segments, [[2.0, 3.0]])
+    np.testing.assert_allclose(det.scores, [0.9])
+
+
+def test_merge_max_detections_and_min_score() -> None:
+    segs = [[float(i), i + 0.5] for i in range(8)]
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.0005, 0.4, 0.3]
+    win = [(0, props(segs, scores, [0] * 8))]
+    det = merge_video(win, 1.0, 100.0, inference("gaussian", max_detections=4))
+    np.testing.assert_allclose(det.scores, [0.9, 0.8, 0.7, 0.6])
+    det = merge_video(win, 1.0, 100.0, inference("gaussian", min_score=0.001))
+    assert len(det) == 7 and det.scores.min() >= 0.001
+
+
+def test_merge_proposals_only() -> None:
+    det = merge_video(two_windows(label_b=2), 0.5, 10.0, inference("hard"), proposals_only=True)
+    # class-agnostic, proposal scores (2x the labelled ones in `props`)
+    np.testing.assert_allclose(det.scores, [1.8, 0.6])
+
+
+def test_merge_bmn_uses_durations() -> None:
+    det = merge_video(two_windows(), 0.5, 10.0, inference("bmn"))
+    # IoU 1 > 0.65 + 0.25 * (1 s / 4 s window): decayed by exp(-1 / 0.5)
+    np.testing.assert_allclose(det.scores, [0.9, 0.3, 0.8 * math.exp(-1.0 / 0.5)])
+
+
+def test_merge_empty() -> None:
+    det = merge_video([], 0.5, 10.0, inference())
+    assert len(det) == 0 and det.segments.shape == (0, 2)
+    det = merge_video([(0, props([], [], []))], 0.5, 10.0, inference())
+    assert len(det) == 0
+
+
+# ---------------------------------------------------------------- streaming
+
+
+def random_windows(seed: int, n_snippets: int = 200, window: int = 32,
+                   max_len: float = 3.0) -> list[tuple[int, Proposals]]:
+    """Windows of random proposals; short ones (``max_len``) leave gaps, so exact
+    release happens before the end; long ones chain across windows."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for start in window_starts(n_snippets, window, 0.5):
+        n = int(rng.integers(0, 25))
+        a = rng.uniform(0, window, n)
+        seg = np.stack([a, a + rng.uniform(0.01, max_len, n)], 1)
+        seg = np.clip(seg, 0, window)  # decoded segments never leave their window
+        scores = np.round(rng.random(n), 3)
+        out.append((start, props(seg.tolist(), scores.tolist(), rng.integers(0, 3, n).tolist(), window)))
+    return out
+
+
+@pytest.mark.parametrize("method", ["gaussian", "linear", "hard", "bmn"])
+@pytest.mark.parametrize("agnostic", [False, True])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_stream_merger_equals_merge_video(method: str, agnostic: bool, seed: int) -> None:
+    cfg = inference(method, agnostic, max_detections=60)
+    wins = random_windows(seed)
+    sps, duration = 0.2, 200 * 0.2 - 0.1
+    ref = merge_video(wins, sps, duration, cfg)
+    merger = StreamMerger(sps, cfg, duration)
+    early = 0
+    for i, (start, p) in enumerate(wins):
+        nxt = wins[i + 1][0] if i + 1 < len(wins) else None
+        got = merger.push(start, p, next_start=nxt)
+        if len(got):
+            # final detections never reach past the next window's start
+            assert nxt is None or got.segments[:, 1].max() <= nxt * sps + 1e-12
+        early += len(got)
+    merger.flush()
+    assert early > 0  # something was emitted before the end
+    res = merger.result()
+    assert len(res) == len(ref)
+    key = lambda d: np.lexsort((d.labels, d.segments[:, 1], d.segments[:, 0], -np.round(d.scores, 12)))
+    a, b = key(ref), key(res)
+    np.testing.assert_allclose(res.scores[b], ref.scores[a], rtol=1e-12)
+    np.testing.assert_allclose(res.segments[b], ref.segments[a])
+    np.testing.assert_array_equal(res.labels[b], ref.labels[a])
+
+
+def test_stream_merger_without_hint_and_order() -> None:
+    cfg = inference("gaussian")
+    wins = random_windows(5)
+    ref = merge_video(wins, 0.2, 1e9, cfg)
+    merger = StreamMerger(0.2, cfg)  # live: no known duration, conservative cut
+    for start, p in wins:
+        merger.push(start, p)
+    merger.flush()
+    np.testing.assert_allclose(np.sort(merger.result().scores), np.sort(ref.scores), rtol=1e-12)
+    with pytest.raises(ValueError):
+        merger.push(0, wins[0][1])
+    with pytest.raises(ValueError):
+        StreamMerger(0.2, inference("bmn"))  # bmn needs the duration
+
+
+@pytest.mark.parametrize("method", ["gaussian", "hard", "bmn"])
+def test_stream_merger_max_lag_bounds_latency(method: str) -> None:
+    cfg = inference(method, max_detections=1000)
+    wins = random_windows(3, max_len=40.0)  # long proposals chain across all windows
+    sps, duration = 0.2, 40.0
+    exact = StreamMerger(sps, cfg, duration)
+    lagged = StreamMerger(sps, cfg, duration, max_lag=2.0)
+    for i, (start, p) in enumerate(wins):
+        nxt = wins[i + 1][0] if i + 1 < len(wins) else None
+        assert len(exact.push(start, p, next_start=nxt)) == 0  # the chain blocks exact release
+        lagged.push(start, p, next_start=nxt)
+        if nxt is not None:
+            # everything ending before horizon - max_lag is final by now
+            pend = lagged._pending
+            assert len(pend) == 0 or pend.segments[:, 1].min() > nxt * sps - 2.0 - 1e-9
+    exact.flush()
+    lagged.flush()
+    ref = merge_video(wins, sps, duration, cfg)
+    np.testing.assert_allclose(np.sort(exact.result().scores), np.sort(ref.scores), rtol=1e-12)
+    got = lagged.result()
+    assert len(got) > 0 and np.isfinite(got.scores).all()
+    assert (got.scores >= cfg.min_score).all()
+    # an approximation of the same detections: the best ones agree
+    assert got.scores.max() == pytest.approx(ref.scores.max())
+
+
+def test_stream_merger_max_lag_duplicates() -> None:
+    # the two-window duplicate: with max_lag 0 the commit happens at each horizon
+    for method in ("hard", "gaussian"):
+        cfg = inference(method)
+        m = StreamMerger(0.5, cfg, 10.0, max_lag=0.0)
+        (s0, p0), (s1, p1) = two_windows()
+        m.push(s0, p0, next_start=s1)
+        m.push(s1, p1, next_start=8)
+        m.flush()
+        ref = merge_video(two_windows(), 0.5, 10.0, cfg)
+        np.testing.assert_allclose(np.sort(m.result().scores), np.sort(ref.scores), rtol=1e-12)
+
+
+# ---------------------------------------------------------------- results
+
+
+def test_detections_to_results_roundtrip(tmp_path) -> None:
+    det = Detections(np.array([[1.0, 2.5], [3.0, 4.0]]), np.array([0.9, 0.4]), np.array([2, 0]))
+    entries = detections_to_results("video_a", det, ["Run", "Jump", "Swim"])
+    assert entries[0] == {"label": "Swim", "score": 0.9, "segment": [1.0, 2.5]}
+    assert all(type(v) is float for e in entries for v in [e["score"], *e["segment"]])
+    path = tmp_path / "res.json"
+    write_activitynet_results(path, {"video_a": entries})
+    back = read_activitynet_results(path)
+    assert list(back.labels) == ["Swim", "Run"]
+    np.testing.assert_allclose(back.starts, [1.0, 3.0])
+    assert detections_to_results("v", det, None)[0]["label"] == "2"
+    with pytest.raises(ValueError):
+        detections_to_results("v", det, ["Run"])
