@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,17 +47,6 @@ def test_frames_are_deterministic_and_random_access() -> None:
     assert not np.array_equal(a.frame(0), other.frame(0))  # seed changes the scene
     with pytest.raises(IndexError):
         a.frame(spec.num_frames)
-
-
-def test_frame_is_cheap() -> None:
-    video = SyntheticVideo(random_spec(np.random.default_rng(0)))
-    video.frame(0)
-    n = 200
-    t0 = time.perf_counter()
-    for i in range(n):
-        video.frame(i)
-    per_frame_ms = (time.perf_counter() - t0) / n * 1000
-    assert per_frame_ms < 4.0, per_frame_ms  # target < 2 ms; slack for a loaded CI box
 
 
 def test_noise_makes_consecutive_static_frames_differ() -> None:

@@ -1,0 +1,65 @@
+"""Offline detection on pre-extracted features (``menet infer``, validation mAP).
+
+The same decode -> window merge path as the online detector worker: windows of
+the shared layout, :func:`engine.postprocess.decode.decode_window` per window,
+:func:`engine.postprocess.windows.merge_video` per video.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import MENetConfig
+from .features import FeatureStore
+from .model.menet import TemporalDetector
+from .postprocess.decode import decode_window
+from .postprocess.windows import Detections, detections_to_results, merge_video, window_starts
+
+ResultsDict = dict[str, list[dict[str, Any]]]
+
+
+def video_windows(cfg: MENetConfig, feats: np.ndarray, duration: float, fps: float
+                  ) -> tuple[list[tuple[int, int, torch.Tensor]], float]:
+    """(start, valid, [C, W] features) per window and seconds per snippet."""
+    d = cfg.data
+    x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
+    if d.mode == "activitynet":
+        resized = torch.nn.functional.interpolate(x.T[None], size=d.window, mode="linear", align_corners=False)[0]
+        return [(0, d.window, resized)], duration / d.window
+    out = []
+    for start in window_starts(x.shape[0], d.window, d.window_overlap):
+        w = x[start:start + d.window].T
+        valid = w.shape[1]
+        if valid < d.window:
+            w = torch.nn.functional.pad(w, (0, d.window - valid))
+        out.append((start, valid, w.contiguous()))
+    return out, d.sigma / fps
+
+
+@torch.no_grad()
+def detect_video(model: TemporalDetector, cfg: MENetConfig, feats: np.ndarray, duration: float, fps: float,
+                 batch_size: int = 8, top_labels: int = 1) -> Detections:
+    windows, sps = video_windows(cfg, feats, duration, fps)
+    per_window = []
+    for i in range(0, len(windows), batch_size):
+        chunk = windows[i:i + batch_size]
+        levels = model(torch.stack([w for _, _, w in chunk]))
+        for b, (start, valid, _) in enumerate(chunk):
+            props = decode_window(levels, model.heads, cfg, batch_index=b, top_labels=top_labels,
+                                  valid_length=valid)
+            per_window.append((start, props))
+    return merge_video(per_window, sps, duration, cfg.inference)
+
+
+def detect_videos(model: TemporalDetector, cfg: MENetConfig, store: FeatureStore, videos: Iterable[str],
+                  class_names: list[str], top_labels: int = 1) -> ResultsDict:
+    model.eval()
+    results: ResultsDict = {}
+    for video in videos:
+        feats, meta = store.load(video, expected_dim=cfg.feature_channels)
+        dets = detect_video(model, cfg, feats, meta.duration, meta.fps, top_labels=top_labels)
+        results[video] = detections_to_results(video, dets, class_names)
+    return results
