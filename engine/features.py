@@ -129,6 +129,12 @@ class FeatureStore:
             raise FeatureError(f"video {video!r}: {path}: invalid metadata ({exc})") from exc
 
     def load(self, video: str, expected_dim: int | None = None) -> tuple[np.ndarray, VideoFeatureMeta]:
+        """Features [T, C] and metadata of ``video``.
+
+        MFE features are [F_movement, F_total]; a config that expects only C'
+        (the Base ablation, ``model.movement: false``) gets the F_total half, so
+        the ablation runs on the very same extraction.
+        """
         npy, _ = self.paths(video)
         meta = self.meta(video)
         if not npy.is_file():
@@ -139,6 +145,9 @@ class FeatureStore:
             raise FeatureError(f"video {video!r}: {npy}: unreadable ({exc})") from exc
         if feats.ndim != 2:
             raise FeatureError(f"video {video!r}: {npy}: expected [T, C] features, got shape {feats.shape}")
+        if expected_dim is not None and feats.shape[1] == 2 * expected_dim and \
+                self.settings().feature_kind == "movement+total":
+            feats = feats[:, expected_dim:]
         if expected_dim is not None and feats.shape[1] != expected_dim:
             raise FeatureError(f"video {video!r}: {npy}: feature dimension {feats.shape[1]}, "
                                f"the config expects {expected_dim}")

@@ -7,11 +7,15 @@ the shared layout, :func:`engine.postprocess.decode.decode_window` per window,
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .postprocess.label_fusion import VideoScores
 
 import numpy as np
 import torch
 
+from .checkpoint import Checkpoint
 from .config import MENetConfig
 from .features import FeatureStore
 from .model.menet import TemporalDetector
@@ -39,9 +43,17 @@ def video_windows(cfg: MENetConfig, feats: np.ndarray, duration: float, fps: flo
     return out, d.sigma / fps
 
 
+def load_detector(ckpt: Checkpoint, cfg: MENetConfig | None = None) -> TemporalDetector:
+    """The checkpoint's detector in eval mode (built for ``cfg`` or the stored config)."""
+    cfg = cfg or ckpt.config
+    model = TemporalDetector(cfg, cfg.feature_channels)
+    model.load_state_dict(ckpt.detector)
+    return model.eval()
+
+
 @torch.no_grad()
 def detect_video(model: TemporalDetector, cfg: MENetConfig, feats: np.ndarray, duration: float, fps: float,
-                 batch_size: int = 8, top_labels: int = 1) -> Detections:
+                 batch_size: int = 8, top_labels: int = 1, proposals_only: bool = False) -> Detections:
     windows, sps = video_windows(cfg, feats, duration, fps)
     per_window = []
     for i in range(0, len(windows), batch_size):
@@ -51,7 +63,7 @@ def detect_video(model: TemporalDetector, cfg: MENetConfig, feats: np.ndarray, d
             props = decode_window(levels, model.heads, cfg, batch_index=b, top_labels=top_labels,
                                   valid_length=valid)
             per_window.append((start, props))
-    return merge_video(per_window, sps, duration, cfg.inference)
+    return merge_video(per_window, sps, duration, cfg.inference, proposals_only=proposals_only)
 
 
 def detect_videos(model: TemporalDetector, cfg: MENetConfig, store: FeatureStore, videos: Iterable[str],
@@ -62,4 +74,21 @@ def detect_videos(model: TemporalDetector, cfg: MENetConfig, store: FeatureStore
         feats, meta = store.load(video, expected_dim=cfg.feature_channels)
         dets = detect_video(model, cfg, feats, meta.duration, meta.fps, top_labels=top_labels)
         results[video] = detections_to_results(video, dets, class_names)
+    return results
+
+
+def detect_videos_fused(model: TemporalDetector, cfg: MENetConfig, store: FeatureStore, videos: Iterable[str],
+                        video_scores: "VideoScores", k: int) -> ResultsDict:
+    """The paper's protocol: class-agnostic proposals labelled with each video's top-k
+    classes from an external video-level classifier (score = proposal * class score)."""
+    from .postprocess.label_fusion import fuse_video
+
+    model.eval()
+    results: ResultsDict = {}
+    for video in videos:
+        feats, meta = store.load(video, expected_dim=cfg.feature_channels)
+        dets = detect_video(model, cfg, feats, meta.duration, meta.fps, proposals_only=True)
+        proposals = [{"segment": [float(a), float(b)], "score": float(sc)}
+                     for (a, b), sc in zip(dets.segments, dets.scores)]
+        results[video] = fuse_video(proposals, video_scores, video, k)
     return results

@@ -182,9 +182,20 @@ def test_dataset_segment_outside_video_names_video_and_file(tmp_path: Path, smal
 
 def test_dataset_wrong_feature_dimension(small_data: dict[str, Path], small_cfg_path: Path) -> None:
     cfg = load_config(small_cfg_path)
-    cfg.model.movement = False  # expects 64-d F_total only
-    with pytest.raises(FeatureError, match=r"features are 128-d .* expects 64-d"):
+    cfg.model.backbone = "r2plus1d_18"  # expects 1024-d
+    with pytest.raises(FeatureError, match=r"features are 128-d .* expects 1024-d"):
         WindowDataset(cfg, small_data["feats"], small_data["ann"], "training", training=True)
+
+
+def test_base_ablation_reads_the_total_half_of_mfe_features(small_data: dict[str, Path],
+                                                            small_cfg_path: Path) -> None:
+    cfg = load_config(small_cfg_path)
+    full = WindowDataset(cfg, small_data["feats"], small_data["ann"], "training", training=True)
+    cfg.model.movement = False  # the Base model of Table 5: F_total only
+    base = WindowDataset(cfg, small_data["feats"], small_data["ann"], "training", training=True)
+    x_full, x_base = full[0][0], base[0][0]
+    assert x_base.shape == (64, 32)
+    assert torch.equal(x_base, x_full[64:])
 
 
 # ---------------------------------------------------------------- training
@@ -225,3 +236,48 @@ def test_checkpoint_refuses_other_config(tmp_path: Path, small_data: dict[str, P
     (tmp_path / "junk.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="junk.pt: not a tensors-only MENet checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
+
+
+# ---------------------------------------------------------------- menet train / infer / eval
+
+
+def test_cli_train_infer_eval_round_trip(tmp_path: Path, small_data: dict[str, Path], small_cfg_path: Path,
+                                         capsys: pytest.CaptureFixture) -> None:
+    from stream.cli import main
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(small_cfg_path), "--features", str(small_data["feats"]),
+                 "--annotations", str(small_data["ann"]), "--out", str(out), "--epochs", "1",
+                 "--no-progress", "--no-val-map", "--threads", "2"]) == 0
+    ckpt = out / "best.pt"
+    pred_json, pred_txt = tmp_path / "pred.json", tmp_path / "pred.txt"
+    common = ["infer", "--checkpoint", str(ckpt), "--features", str(small_data["feats"])]
+    assert main(common + ["--annotations", str(small_data["ann"]), "--subset", "validation",
+                          "--out", str(pred_json)]) == 0
+    results = json.loads(pred_json.read_text())["results"]
+    ann = json.loads(small_data["ann"].read_text())["database"]
+    assert sorted(results) == sorted(v for v, e in ann.items() if e["subset"] == "validation")
+    entry = next(iter(results.values()))[0]
+    assert entry["label"] in ["sway", "bounce", "spin", "orbit", "pulse"] and len(entry["segment"]) == 2
+    assert main(common + ["--out", str(pred_txt)]) == 0
+    lines = pred_txt.read_text().splitlines()
+    assert len({line.split()[0] for line in lines}) == 5  # every extracted video
+    capsys.readouterr()
+    assert main(["eval", "--gt", str(small_data["ann"]), "--pred", str(pred_json), "--protocol", "activitynet",
+                 "--subset", "validation", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert 0.0 <= report["average_mAP"] <= 1.0 and len(report["mAP"]) == 10
+
+    # external video-level scores: every detection takes one of the video's top-k classes
+    scores = {"results": {v: {"sway": 0.9, "spin": 0.5, "pulse": 0.1} for v in results}}
+    (tmp_path / "scores.json").write_text(json.dumps(scores))
+    fused = tmp_path / "fused.json"
+    assert main(common + ["--annotations", str(small_data["ann"]), "--subset", "validation",
+                          "--labels", "external", "--video-scores", str(tmp_path / "scores.json"),
+                          "--top-k", "2", "--out", str(fused)]) == 0
+    labels = {d["label"] for dets in json.loads(fused.read_text())["results"].values() for d in dets}
+    assert labels == {"sway", "spin"}
+
+    # a checkpoint run against a config it was not trained with is refused, naming the key
+    capsys.readouterr()
+    assert main(common + ["--config", "tiny", "--out", str(pred_json)]) == 2
+    assert "data.sigma: checkpoint 4 vs config 8" in capsys.readouterr().err

@@ -73,7 +73,8 @@ class WindowDataset(Dataset):
         self.class_names = class_names or class_names_for(cfg, gt)
         self.class_index = {n: i for i, n in enumerate(self.class_names)}
         settings = self.store.settings()
-        if settings.feature_dim != cfg.feature_channels:
+        base_of_mfe = settings.feature_kind == "movement+total" and settings.feature_dim == 2 * cfg.feature_channels
+        if settings.feature_dim != cfg.feature_channels and not base_of_mfe:
             raise FeatureError(f"{self.store.root}: features are {settings.feature_dim}-d "
                                f"({settings.backbone}, {settings.feature_kind}); {cfg.source} expects "
                                f"{cfg.feature_channels}-d")
