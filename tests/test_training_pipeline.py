@@ -281,3 +281,26 @@ def test_cli_train_infer_eval_round_trip(tmp_path: Path, small_data: dict[str, P
     capsys.readouterr()
     assert main(common + ["--config", "tiny", "--out", str(pred_json)]) == 2
     assert "data.sigma: checkpoint 4 vs config 8" in capsys.readouterr().err
+
+
+def test_pretrain_backbone_saves_loadable_weights_used_by_extract(tmp_path: Path, small_data: dict[str, Path],
+                                                                 small_cfg_path: Path) -> None:
+    from engine.evaluation.ground_truth import load_ground_truth
+    from engine.model.backbone import build_backbone
+    from engine.model.weights import load_backbone_weights, read_state_dict
+    from engine.training.pretrain import pretrain_backbone
+
+    cfg = load_config(small_cfg_path)
+    gt = load_ground_truth(small_data["ann"]).select("training")
+    videos = [p for p in list_videos(small_data["videos"]) if p.stem in gt.videos]
+    out = tmp_path / "bb.pt"
+    stats = pretrain_backbone(cfg, videos, gt, cfg.data.class_names, out, steps=8, batch_size=4, progress=False)
+    assert np.isfinite(stats["loss"])
+    state = read_state_dict(out)
+    assert not any(k.startswith("fc.") for k in state)
+    load_backbone_weights(build_backbone(cfg.model.backbone), state)  # strict
+    # extraction with model.backbone_weights uses exactly these weights
+    cfg.model.backbone_weights = str(out)
+    extract_videos(videos[:1], cfg, tmp_path / "f", progress=False)
+    saved = read_state_dict(tmp_path / "f" / "backbone.pt")
+    assert all(torch.equal(saved[k], state[k]) for k in state)
