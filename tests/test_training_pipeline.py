@@ -304,3 +304,20 @@ def test_pretrain_backbone_saves_loadable_weights_used_by_extract(tmp_path: Path
     extract_videos(videos[:1], cfg, tmp_path / "f", progress=False)
     saved = read_state_dict(tmp_path / "f" / "backbone.pt")
     assert all(torch.equal(saved[k], state[k]) for k in state)
+
+
+@pytest.mark.slow
+def test_distributed_training_with_torchrun_on_cpu(tmp_path: Path, small_data: dict[str, Path],
+                                                    small_cfg_path: Path, repo_root: Path) -> None:
+    """Two gloo processes: DDP wraps the detector, rank 0 alone writes the checkpoint."""
+    import subprocess
+    import sys
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           "-m", "stream", "train", "--config", str(small_cfg_path), "--features", str(small_data["feats"]),
+           "--annotations", str(small_data["ann"]), "--out", str(out), "--epochs", "2", "--no-progress",
+           "--no-val-map", "--threads", "1"]
+    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt.epoch == 1 and len(json.loads((out / "history.json").read_text())) == 2
