@@ -149,8 +149,8 @@ class VideoSpec:
     fps: float = 25.0
     distractors: tuple[str, ...] = ()
     sensor_noise: float = 5.0
-    jitter_px: float = 0.5
-    flicker: float = 0.03
+    jitter_px: float = 0.2
+    flicker: float = 0.005
 
     def __post_init__(self) -> None:
         # Accept plain (start, end, label) tuples / lists for convenience.
@@ -214,8 +214,8 @@ def random_spec(
     min_gap_s: float = 1.0,
     max_distractors: int = 2,
     sensor_noise: float = 5.0,
-    jitter_px: float = 0.5,
-    flicker: float = 0.03,
+    jitter_px: float = 0.2,
+    flicker: float = 0.005,
 ) -> VideoSpec:
     """Draw a random video: 1..``max_actions`` non-overlapping actions.
 
@@ -498,8 +498,8 @@ class DatasetConfig:
     min_gap_s: float = 1.0
     max_distractors: int = 2
     sensor_noise: float = 5.0
-    jitter_px: float = 0.5
-    flicker: float = 0.03
+    jitter_px: float = 0.2
+    flicker: float = 0.005
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the offending parameter."""
