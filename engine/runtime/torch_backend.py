@@ -1,0 +1,71 @@
+"""PyTorch backend: the stages as the eager modules, on CPU or CUDA, fp32 or fp16."""
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import torch
+
+from ..checkpoint import Checkpoint
+from ..config import MENetConfig
+from ..model.menet import MENet
+from .base import ArrayLike, Backend, BackendError
+from .stages import stage_modules
+
+log = logging.getLogger(__name__)
+
+
+def build_model(cfg: MENetConfig, checkpoint: Checkpoint | None = None, seed: int | None = None) -> MENet:
+    """MENet in eval mode with the checkpoint's weights, or random weights (seeded) without one.
+
+    The backbone comes from the checkpoint when it holds one, else from
+    ``cfg.model.backbone_weights`` (random, with a warning, when that is null too).
+    """
+    torch.manual_seed(cfg.train.seed if seed is None else seed)
+    own_backbone = checkpoint is not None and checkpoint.backbone is not None
+    model = MENet(cfg, load_backbone_weights=not own_backbone)
+    if checkpoint is not None:
+        model.detector.load_state_dict(checkpoint.detector)
+        if own_backbone:
+            model.mfe.backbone.load_state_dict(checkpoint.backbone)
+    else:
+        warnings.warn("no checkpoint given: the detector has random weights (fine for trying the engine "
+                      "build and for latency, meaningless for detections)", stacklevel=2)
+    return model.eval()
+
+
+class TorchBackend(Backend):
+    name = "pytorch"
+
+    def __init__(self, cfg: MENetConfig, model: MENet, device: str = "cpu", precision: str = "fp32") -> None:
+        super().__init__(cfg, device, precision)
+        if precision not in ("fp32", "fp16"):
+            raise BackendError(f"the PyTorch backend runs fp32 or fp16, not {precision!r} "
+                               f"(INT8 needs TensorRT: `menet build-engine --precision int8`)")
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise BackendError(f"device {device!r} asked for, but this PyTorch has no CUDA "
+                               f"(torch {torch.__version__}); use device cpu")
+        self.torch_device = dev
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        model = model.eval().to(dev)
+        if precision == "fp16":
+            model = model.half()
+        self.model = model
+        self.modules = stage_modules(model)
+
+    @torch.inference_mode()
+    def _run(self, stage: str, x: ArrayLike) -> dict[str, np.ndarray]:
+        t = torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x
+        t = t.to(self.torch_device, self.dtype, non_blocking=True)
+        out = self.modules[stage](t)
+        outs = out if isinstance(out, tuple) else (out,)
+        names = list(self.specs[stage].outputs)
+        return {n: o.float().cpu().numpy() for n, o in zip(names, outs)}
+
+    def run_torch(self, stage: str, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Stage outputs as device tensors (no host copy), for callers that stay on the GPU."""
+        with torch.inference_mode():
+            out = self.modules[stage](x.to(self.torch_device, self.dtype))
+        return out if isinstance(out, tuple) else (out,)
