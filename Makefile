@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-fast venv clean
+.PHONY: test test-fast venv system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Debian packages for the real-component tests (GStreamer RTSP server); idempotent,
+# quiet, and a no-op without root/apt (those tests then skip, saying why).
+system-deps:
+	sh scripts/install-system-deps.sh
+
 # Everything, slow-marked tests included (CI runs this).
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(PY) -m pytest -q
 
 # Skip the slow-marked tests while iterating.

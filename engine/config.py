@@ -95,16 +95,31 @@ class InferenceConfig:
 @dataclass
 class StreamConfig:
     hop: int | None = None  # snippets between two windows; None: data.window // 2 (50 % overlap)
-    max_batch: int = 8
-    max_wait_ms: float = 20.0
+    max_batch: int = 8  # snippets per MFE batch (across streams)
+    max_wait_ms: float = 20.0  # longest a snippet waits for its batch to fill
     backend: Literal["auto", "pytorch", "onnxruntime", "tensorrt"] = "auto"
     device: str = "cpu"
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
-    snippet_endpoint: str = "ipc:///tmp/menet-snippets"
-    window_endpoint: str = "ipc:///tmp/menet-windows"
-    event_endpoint: str = "tcp://127.0.0.1:5560"
-    queue_size: int = 64
-    metrics_port: int = 0  # 0 = metrics disabled
+    snippet_endpoint: str | None = None  # grabbers -> engine; None: ipc:// in a per-run temp dir
+    window_endpoint: str | None = None  # engine -> detector; None: ipc:// in a per-run temp dir
+    event_endpoint: str = "tcp://127.0.0.1:5560"  # detector PUB, topic = stream id
+    queue_size: int = 64  # ZMQ high-water marks (messages) on every socket
+    metrics_port: int = 0  # 0 = metrics disabled; else supervisor P, detector P+1, engine P+2, grabbers P+3..
+    merge: Literal["auto", "exact", "lag"] = "auto"  # auto: exact for files, lag for live sources
+    max_lag_s: float = 10.0  # "lag" merge: final events trail the newest window by at most this
+    gap_fill: int | None = None  # gaps up to this many snippets are zero-filled; longer ones restart the window; None: hop
+    fps_fallback: float = 25.0  # live sources that report no frame rate
+    open_timeout_s: float = 10.0  # RTSP/V4L2 open timeout
+    read_timeout_s: float = 5.0  # RTSP read timeout
+    stall_timeout_s: float = 5.0  # watchdog: no frame for this long -> "stalled", reopen
+    reconnect_min_s: float = 0.5  # reopen backoff, doubling up to reconnect_max_s
+    reconnect_max_s: float = 10.0
+    capture_queue: int = 64  # decoded frames a live reader thread may hold (oldest dropped beyond)
+    restart_min_s: float = 1.0  # supervisor: crashed-worker restart backoff, doubling up to restart_max_s
+    restart_max_s: float = 30.0
+    shutdown_timeout_s: float = 30.0  # supervisor: wait this long for the flush on SIGINT/SIGTERM
+    threads: int = 1  # torch intra-op threads per worker process; 0 = torch default (all cores)
+    wait_subscribers: int = 0  # detector holds windows until this many subscribers are connected
 
 
 @dataclass
@@ -372,3 +387,18 @@ def _validate(cfg: MENetConfig, where: _Where) -> None:
     check(s.max_batch >= 1, "stream.max_batch", f"must be >= 1, got {s.max_batch}")
     check(s.max_wait_ms >= 0, "stream.max_wait_ms", f"must be >= 0, got {s.max_wait_ms}")
     check(s.queue_size >= 1, "stream.queue_size", f"must be >= 1, got {s.queue_size}")
+    check(s.max_lag_s >= 0, "stream.max_lag_s", f"must be >= 0, got {s.max_lag_s}")
+    check(s.gap_fill is None or s.gap_fill >= 0, "stream.gap_fill", f"must be >= 0, got {s.gap_fill}")
+    check(s.metrics_port >= 0, "stream.metrics_port", f"must be >= 0, got {s.metrics_port}")
+    check(s.fps_fallback > 0, "stream.fps_fallback", f"must be > 0, got {s.fps_fallback}")
+    for key in ("open_timeout_s", "read_timeout_s", "stall_timeout_s", "reconnect_min_s", "restart_min_s",
+                "shutdown_timeout_s"):
+        check(getattr(s, key) > 0, f"stream.{key}", f"must be > 0, got {getattr(s, key)}")
+    check(s.reconnect_max_s >= s.reconnect_min_s, "stream.reconnect_max_s", "must be >= reconnect_min_s")
+    check(s.restart_max_s >= s.restart_min_s, "stream.restart_max_s", "must be >= restart_min_s")
+    check(s.capture_queue >= 1, "stream.capture_queue", f"must be >= 1, got {s.capture_queue}")
+    check(s.threads >= 0 and s.wait_subscribers >= 0, "stream.threads", "threads and wait_subscribers must be >= 0")
+    for key in ("snippet_endpoint", "window_endpoint", "event_endpoint"):
+        ep = getattr(s, key)
+        check(ep is None or ep.startswith(("ipc://", "tcp://", "inproc://")), f"stream.{key}",
+              f"must be an ipc://, tcp:// or inproc:// endpoint, got {ep!r}")

@@ -1,0 +1,71 @@
+"""``menet subscribe``: print events as the detector publishes them.
+
+    menet subscribe [--endpoint tcp://127.0.0.1:5560] [--stream ID ...] [--json] [--status]
+                    [--count N] [--timeout S] [--until-end]
+
+One line per event (``--json``: one JSON object per line, the message header as
+documented in docs/protocol.md). ``--status`` adds stream status, gap and
+end-of-stream lines. Exits 0 on Ctrl-C, after ``--count`` events, after
+``--timeout`` seconds without a message, or (``--until-end``) once every
+``--stream`` (without ``--stream``: any stream) has ended.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from typing import Any
+
+from engine.config import ConfigError, load_config
+
+from .. import protocol as P
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("subscribe", help="print detected events as they arrive",
+                              description="Subscribe to the event endpoint of `menet run` and print events.")
+    p.add_argument("--endpoint", default=None,
+                   help="event endpoint (default: the config's stream.event_endpoint, tcp://127.0.0.1:5560)")
+    p.add_argument("--config", default="stream", help="config whose stream.event_endpoint is the default")
+    p.add_argument("--stream", action="append", default=None, metavar="ID", help="only this stream (repeatable)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--status", action="store_true", help="also print status, gap and end-of-stream messages")
+    p.add_argument("--count", type=int, default=0, help="exit after this many events")
+    p.add_argument("--timeout", type=float, default=0.0, help="exit after this many seconds without a message")
+    p.add_argument("--until-end", action="store_true", help="exit when the stream(s) end")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..subscriber import Subscriber, format_message
+
+    endpoint = args.endpoint
+    if endpoint is None:
+        try:
+            endpoint = load_config(args.config).stream.event_endpoint
+        except ConfigError as exc:
+            print(f"menet subscribe: {exc}", file=sys.stderr)
+            return 2
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    events = 0
+    pending_end = set(args.stream or [])
+    with Subscriber(endpoint, args.stream) as sub:
+        try:
+            while True:
+                msg = sub.recv(args.timeout or None)
+                if msg is None:
+                    return 0
+                h = msg.header
+                if h["type"] == P.EVENT or args.status:
+                    print(json.dumps(h) if args.json else format_message(h), flush=True)
+                if h["type"] == P.EVENT:
+                    events += 1
+                    if args.count and events >= args.count:
+                        return 0
+                if h["type"] == P.EOS and args.until_end:
+                    pending_end.discard(h["stream"])
+                    if not pending_end:
+                        return 0
+        except KeyboardInterrupt:
+            return 0

@@ -1,0 +1,231 @@
+"""Detector worker: SFPN + heads per window, decoding, merging, Soft-NMS, events.
+
+Per window message (MREM features of one window): SFPN and the heads' boundary
+predictors (:meth:`TorchStages.detect`), sparse proposal decoding
+(:func:`engine.postprocess.decode.decode_window`, with the window's valid
+length), then the stream's :class:`~engine.postprocess.windows.StreamMerger`
+maps the proposals to stream seconds, merges them with the overlapping windows
+and runs Soft-NMS. Detections the merger reports final are published as
+``event`` messages on a PUB socket, topic = stream id. Status, gap and
+end-of-stream messages are republished on the same socket.
+
+Merge mode (``stream.merge``): ``exact`` gives, after the final window, the
+same detections as offline :func:`engine.postprocess.windows.merge_video`, but
+an event may wait for an overlapping chain of proposals to end; ``lag``
+(``stream.max_lag_s``) bounds that wait at the cost of an approximation;
+``auto`` = exact for files, lag for live sources.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.config import MENetConfig
+from engine.postprocess.decode import decode_window
+from engine.postprocess.windows import Detections, StreamMerger
+
+from . import protocol as P
+from .metrics import Metrics, Timer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _DStream:
+    merger: StreamMerger
+    last_start: int
+    ids: set[str] = field(default_factory=set)
+    last_header: dict[str, Any] = field(default_factory=dict)  # stamps for events released by a flush
+
+
+class DetectorCore:
+    """Socket-free detector logic; :attr:`outbox` holds ``(topic, header)`` to publish."""
+
+    def __init__(self, cfg: MENetConfig, stages: Any, class_names: list[str] | None = None,
+                 metrics: Metrics | None = None) -> None:
+        self.cfg = cfg
+        self.stages = stages
+        self.class_names = list(class_names or getattr(stages, "class_names", []) or
+                                cfg.data.class_names or [str(i) for i in range(cfg.data.num_classes)])
+        self.metrics = metrics or Metrics("detector")
+        self.streams: dict[str, _DStream] = {}
+        self.outbox: list[tuple[str, dict[str, Any]]] = []
+        self.seq = P.Sequencer()
+
+    def _max_lag(self, live: bool) -> float | None:
+        mode = self.cfg.stream.merge
+        if mode == "exact" or (mode == "auto" and not live):
+            return None
+        return self.cfg.stream.max_lag_s
+
+    def handle(self, msg: P.Message, t_in: float | None = None) -> None:
+        t_in = time.time() if t_in is None else t_in
+        h = msg.header
+        t = h["type"]
+        if t == P.WINDOW:
+            self._window(h, msg.array(), t_in)
+        elif t == P.EOS:
+            st = self.streams.pop(h["stream"], None)
+            if st is not None:
+                self._publish(h["stream"], st, st.merger.flush(), None)
+            self._republish(h)
+        elif t in (P.STATUS, P.GAP):
+            self._republish(h)
+        elif t == P.STOP:
+            self.flush_all()
+        else:
+            self.metrics.malformed.inc()
+            log.warning("detector: unexpected %s message dropped", t)
+
+    def flush_all(self) -> None:
+        for sid in list(self.streams):
+            st = self.streams.pop(sid)
+            self._publish(sid, st, st.merger.flush(), None)
+
+    def _republish(self, h: dict[str, Any]) -> None:
+        self.outbox.append((h["stream"], {**h, "seq": self.seq()}))
+
+    def _window(self, h: dict[str, Any], feat: np.ndarray, t_in: float) -> None:
+        sid = h["stream"]
+        st = self.streams.get(sid)
+        if st is not None and h["start"] < st.last_start:
+            log.info("%s: window start went back (%d < %d): new merge segment", sid, h["start"], st.last_start)
+            self._publish(sid, st, st.merger.flush(), None)
+            st = None
+        if st is None:
+            st = self.streams[sid] = _DStream(
+                StreamMerger(h["sps"], self.cfg.inference, None, max_lag=self._max_lag(bool(h.get("live")))),
+                h["start"])
+        st.last_start = h["start"]
+        st.last_header = h
+        if h["duration"] is not None:
+            st.merger.video_duration = float(h["duration"])
+        m = self.metrics
+        with Timer(m.stage_latency.labels("detect")):
+            levels = self.stages.detect(feat[None])
+        with Timer(m.stage_latency.labels("decode")):
+            props = decode_window(levels, self.stages.heads, self.cfg, batch_index=0, top_labels=1,
+                                  valid_length=h["valid"])
+        with Timer(m.stage_latency.labels("merge")):
+            out = st.merger.push(h["start"], props)
+            if h["final"]:
+                out = Detections.concatenate([out, st.merger.flush()])
+        m.windows.labels(sid).inc()
+        self._publish(sid, st, out, h, t_in)
+        if h["final"]:
+            self.streams.pop(sid, None)
+
+    def _publish(self, sid: str, st: _DStream, dets: Detections, h: dict[str, Any] | None,
+                 t_in: float | None = None) -> None:
+        if len(dets) == 0:
+            return
+        if h is None:
+            h = st.last_header
+        now = time.time()
+        t_ref, t_cap = h.get("t_stream_ref", 0.0), h.get("t_capture", now)
+        for (s, e), score, lab in zip(dets.segments, dets.scores, dets.labels):
+            s, e, lab = float(s), float(e), int(lab)
+            key = f"{sid}|{lab}|{s:.4f}|{e:.4f}"
+            eid = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+            k = 2
+            while eid in st.ids:
+                eid = hashlib.blake2b(f"{key}|{k}".encode(), digest_size=8).hexdigest()
+                k += 1
+            st.ids.add(eid)
+            label = self.class_names[lab] if 0 <= lab < len(self.class_names) else str(lab)
+            header = P.make_header(
+                P.EVENT, self.seq(), stream=sid, event_id=eid, label=label, class_id=lab, score=float(score),
+                start=s, end=e, start_wall=t_cap - (t_ref - s), end_wall=t_cap - (t_ref - e),
+                window=int(h.get("index", 0)), t_capture=t_cap, t_engine_in=h.get("t_engine_in", t_cap),
+                t_window=h.get("t_window", t_cap), t_published=now, latency_s=now - t_cap)
+            self.outbox.append((sid, header))
+            self.metrics.events.labels(sid).inc()
+            self.metrics.end_to_end.observe(max(0.0, now - t_cap))
+
+
+def detector_main(cfg: MENetConfig, checkpoint: str | None, window_endpoint: str, event_endpoint: str,
+                  metrics_port: int = 0, log_level: int = logging.INFO) -> None:
+    """Process entry point (spawned by the supervisor)."""
+    import zmq
+
+    from .engine_worker import TorchStages
+    from .grabber import install_stop_signals, setup_logging
+
+    setup_logging(log_level)
+    stop = threading.Event()
+    install_stop_signals(stop)
+    if cfg.stream.threads:
+        torch.set_num_threads(cfg.stream.threads)
+    metrics = Metrics("detector")
+    stages = TorchStages(cfg, checkpoint, cfg.stream.device)
+    core = DetectorCore(cfg, stages, stages.class_names, metrics)
+    ctx = zmq.Context()
+    hwm = cfg.stream.queue_size
+    pull = P.socket(ctx, zmq.PULL, window_endpoint, bind=False, hwm=hwm)
+    pub = ctx.socket(zmq.XPUB)
+    pub.setsockopt(zmq.SNDHWM, max(hwm, 1000))
+    pub.setsockopt(zmq.LINGER, 2000)
+    pub.setsockopt(zmq.XPUB_VERBOSE, 1)
+    P.ensure_ipc_dir(event_endpoint)
+    pub.bind(event_endpoint)
+    subscribers = 0
+    metrics.set_health(lambda: {"streams": sorted(core.streams), "subscriptions": subscribers})
+    metrics.serve(metrics_port)
+    log.info("detector: windows from %s, events on %s", window_endpoint, event_endpoint)
+    poller = zmq.Poller()
+    poller.register(pub, zmq.POLLIN)
+    poller.register(pull, zmq.POLLIN)
+    want = cfg.stream.wait_subscribers
+    stopping = False
+    while not stop.is_set() and not stopping:
+        events = dict(poller.poll(200))
+        if pub in events:
+            while True:
+                try:
+                    sub = pub.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if sub[:1] == b"\x01":
+                    subscribers += 1
+                elif sub[:1] == b"\x00":
+                    subscribers = max(0, subscribers - 1)
+        if subscribers >= want:
+            want = 0  # the wait is for the start only: later unsubscriptions do not hold the pipeline
+        if pull in events and subscribers >= want:
+            try:
+                frames = pull.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                continue
+            t_in = time.time()
+            metrics.touch()
+            try:
+                msg = P.decode(frames)
+            except P.ProtocolError as exc:
+                metrics.malformed.inc()
+                log.warning("detector: malformed message dropped: %s", exc)
+                continue
+            core.handle(msg, t_in)
+            stopping = msg.type == P.STOP
+        elif pull in events:
+            time.sleep(0.05)  # waiting for subscribers: leave windows queued (back-pressure)
+        for topic, header in core.outbox:
+            pub.send_multipart(P.encode(header, topic=topic))
+        core.outbox.clear()
+    core.flush_all()
+    for topic, header in core.outbox:
+        pub.send_multipart(P.encode(header, topic=topic))
+    core.outbox.clear()
+    log.info("detector: stopped")
+    time.sleep(0.2)  # let the last events leave
+    pull.close()
+    pub.close()
+    ctx.term()
+    sys.exit(0)

@@ -1,0 +1,284 @@
+"""Grabber: one process per source. Decode, preprocess, group into snippets, send.
+
+Frames from a :mod:`stream.sources` source are preprocessed with the shared
+:class:`~engine.model.preprocess.Preprocess` and grouped by the shared
+:class:`~engine.snippets.SnippetAssembler` (the same code ``menet extract``
+uses), so snippet ``i`` carries exactly the backbone clip offline extraction
+computes for it. Each snippet message holds the clip as raw uint8
+``[clip_length, h, w, 3]`` RGB (zero-copy send) and is stamped with the stream
+id, sequence number, snippet index, stream time (PTS of its first frame when the
+source has one) and capture clock.
+
+Flow control: a non-live source sends blocking (back-pressure, nothing lost); a
+live source sends with ``NOBLOCK`` and drops the whole snippet when the engine's
+queue is full, counting it and announcing the lost indices in a ``gap``
+message. A live source that reconnects ends its snippet segment (the clip of the
+last snippets is clamped, marked ``tail``) and announces the outage as a gap of
+``round(outage * fps / sigma)`` snippets, so snippet indices keep following the
+wall clock. End of stream sends ``eos`` with the snippet and frame counts.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from engine.config import MENetConfig
+from engine.model.preprocess import Preprocess
+from engine.snippets import SnippetAssembler, SnippetClip, num_snippets
+
+from . import protocol as P
+from .metrics import Metrics
+from .sources import FrameItem, OutageItem, Source, SourceError, StatusItem, open_source, safe_uri
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[list[Any], bool], bool]  # (frames, block) -> sent?
+
+EXIT_SOURCE_ERROR = 3
+
+
+class Grabber:
+    def __init__(self, cfg: MENetConfig, stream_id: str, source: Source, send: Send,
+                 metrics: Metrics | None = None) -> None:
+        self.cfg = cfg
+        self.stream = stream_id
+        self.source = source
+        self.send = send
+        self.metrics = metrics or Metrics("grabber")
+        d = cfg.data
+        self.pre = Preprocess(d.resize_short, tuple(d.crop))
+        self.sigma, self.clip_length = d.sigma, d.clip_length
+        self.live = source.live
+        self.seq = P.Sequencer()
+        self.fps = source.fps
+        self.asm = SnippetAssembler(self.sigma, self.clip_length)
+        self.meta: dict[int, tuple[float | None, float]] = {}
+        self.offset = 0  # snippet index of the current segment's local snippet 0
+        self.timeline_frames = 0  # frames of finished segments (incl. outages), for the stream duration
+        self.gap: list[int] | None = None  # [first, count] of dropped snippets not yet announced
+        self.control: list[list[Any]] = []  # live: control messages waiting for room
+        self.sent = 0
+        self.dropped = 0
+        self.frames = 0
+        self._frames_dropped_seen = 0
+        self.last_capture = time.time()
+
+    # ------------------------------------------------------------ sending
+
+    def _msg(self, type_: str, buffers: tuple = (), **fields: Any) -> list[Any]:
+        return P.encode(P.make_header(type_, self.seq(), stream=self.stream, **fields), buffers)
+
+    def _control(self, msg: list[Any]) -> None:
+        if self.live:
+            self.control.append(msg)
+            self._flush_control()
+        else:
+            self.send(msg, True)
+
+    def _flush_control(self, block: bool = False) -> bool:
+        while self.control:
+            if not self.send(self.control[0], block):
+                return False
+            self.control.pop(0)
+        if self.gap is not None:
+            first, count = self.gap
+            msg = self._msg(P.GAP, first=first, count=count, reason="dropped", t_capture=self.last_capture)
+            if not self.send(msg, block):
+                return False
+            self.metrics.gaps.labels(self.stream, "dropped").inc()
+            self.gap = None
+        return True
+
+    def status(self, state: str, detail: str = "") -> None:
+        self.metrics.stream_state.labels(self.stream).set(1 if state == "live" else 0)
+        counters = {"frames": self.frames, "snippets": self.sent, "dropped_snippets": self.dropped,
+                    "dropped_frames": self.source.frames_dropped, "reconnects": self.source.reconnects}
+        self._control(self._msg(P.STATUS, state=state, source=safe_uri(self.source.uri), detail=detail,
+                                t=time.time(), counters=counters))
+        log.info("%s: %s %s", self.stream, state, detail)
+
+    def _snippet(self, clip: SnippetClip, tail: bool) -> None:
+        idx = self.offset + clip.index
+        first = clip.index * self.sigma
+        pts = self.meta.get(first, (None, 0.0))[0]
+        for k in [k for k in self.meta if k < first + self.sigma]:
+            del self.meta[k]
+        t_stream = pts if pts is not None else idx * self.sigma / self.fps
+        frames = np.ascontiguousarray(clip.frames)
+        msg = self._msg(P.SNIPPET, (frames,), index=idx, t_stream=float(t_stream),
+                        t_capture=self.last_capture, fps=float(self.fps), sigma=self.sigma,
+                        shape=list(frames.shape), dtype="uint8", live=self.live, tail=tail, t_sent=time.time())
+        if self.live:
+            if not self._flush_control() or not self.send(msg, False):
+                self.dropped += 1
+                self.metrics.snippets_dropped.labels(self.stream).inc()
+                if self.gap is None:
+                    self.gap = [idx, 0]
+                self.gap[1] += 1
+                return
+        elif not self.send(msg, True):
+            raise RuntimeError("send failed while stopping")
+        self.sent += 1
+        self.metrics.snippets.labels(self.stream).inc()
+
+    # ------------------------------------------------------------ segments
+
+    def _finish_segment(self) -> None:
+        for clip in self.asm.finish():
+            self._snippet(clip, tail=True)
+        received = self.asm.frames_received
+        self.offset += num_snippets(received, self.sigma)
+        self.timeline_frames += received
+        self.asm = SnippetAssembler(self.sigma, self.clip_length)
+        self.meta.clear()
+
+    def _outage(self, item: OutageItem) -> None:
+        self._finish_segment()
+        missing = max(1, round((item.t_back - item.t_lost) * self.fps / self.sigma))
+        log.warning("%s: source was lost for %.1f s: gap of %d snippets from %d", self.stream,
+                    item.t_back - item.t_lost, missing, self.offset)
+        self.metrics.gaps.labels(self.stream, "reconnect").inc()
+        self.metrics.reconnects.labels(self.stream).inc()
+        self._control(self._msg(P.GAP, first=self.offset, count=missing, reason="reconnect",
+                                t_capture=item.t_back))
+        self.offset += missing
+        self.timeline_frames += missing * self.sigma
+
+    # ------------------------------------------------------------ main loop
+
+    def run(self, stop: threading.Event) -> int:
+        ended_by_source = False
+        for item in self.source.items(stop):
+            self.metrics.touch()
+            if isinstance(item, FrameItem):
+                if not self.fps:
+                    self.fps = self.source.fps or self.cfg.stream.fps_fallback
+                self.last_capture = item.t_capture
+                self.meta[self.asm.frames_received] = (item.pts, item.t_capture)
+                self.frames += 1
+                self.metrics.frames.labels(self.stream).inc()
+                for clip in self.asm.push(self.pre.frame(item.image)):
+                    self._snippet(clip, tail=False)
+                if self.source.frames_dropped > self._frames_dropped_seen:
+                    self.metrics.frames_dropped.labels(self.stream).inc(
+                        self.source.frames_dropped - self._frames_dropped_seen)
+                    self._frames_dropped_seen = self.source.frames_dropped
+            elif isinstance(item, OutageItem):
+                self._outage(item)
+            elif isinstance(item, StatusItem):
+                if item.state == "ended":
+                    ended_by_source = True
+                    continue  # sent after the flush below
+                self.status(item.state, item.detail)
+            if stop.is_set():
+                break
+        if not self.fps:
+            self.fps = self.source.fps or self.cfg.stream.fps_fallback
+        self._finish_segment()
+        self.live = False  # the end is never dropped: block (with the sender's timeout)
+        self._flush_control(block=True)
+        duration = self.timeline_frames / self.fps
+        self.status("ended", "end of stream" if ended_by_source and not stop.is_set() else "stopped")
+        self.send(self._msg(P.EOS, n_snippets=self.offset, n_frames=self.timeline_frames, duration=duration,
+                            reason="end" if not stop.is_set() else "stopped"), True)
+        log.info("%s: end of stream: %d frames, %d snippets sent, %d dropped", self.stream, self.frames,
+                 self.sent, self.dropped)
+        return 0
+
+
+class ZmqSender:
+    """``send(frames, block)`` over a PUSH socket; blocking sends give up 5 s after ``stop``."""
+
+    def __init__(self, sock: Any, stop: threading.Event, grace_s: float = 5.0) -> None:
+        import zmq
+        self.zmq = zmq
+        self.sock = sock
+        self.stop = stop
+        self.grace_s = grace_s
+        sock.setsockopt(zmq.SNDTIMEO, 200)
+
+    def __call__(self, frames: list[Any], block: bool) -> bool:
+        zmq = self.zmq
+        if not block:
+            try:
+                self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                return True
+            except zmq.Again:
+                return False
+        stopped_at = None
+        while True:
+            try:
+                self.sock.send_multipart(frames, copy=False)
+                return True
+            except zmq.Again:
+                if self.stop.is_set():
+                    stopped_at = stopped_at or time.time()
+                    if time.time() - stopped_at > self.grace_s:
+                        return False
+
+
+def install_stop_signals(stop: threading.Event) -> None:
+    """Workers ignore SIGINT (the supervisor coordinates shutdown) and stop on SIGTERM."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+
+def setup_logging(level: int) -> None:
+    """Worker logging; ``kill -USR1 <pid>`` dumps every thread's stack to stderr."""
+    import faulthandler
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+
+
+def linger_until_released(release: Any, timeout_s: float) -> None:
+    """Keep the sockets open until the supervisor says the receiver has everything.
+
+    ZeroMQ does not guarantee that messages still queued at the receiver's end are
+    delivered once the sender disconnects (a full receive pipe loses the rest), so a
+    sender that has finished waits for ``release`` (set by the supervisor once the
+    downstream stage has confirmed the end) before it closes its socket. Without a
+    supervisor it waits ``timeout_s``.
+    """
+    if release is not None:
+        release.wait(timeout_s)
+    else:
+        time.sleep(min(timeout_s, 2.0))
+
+
+def grabber_main(cfg: MENetConfig, stream_id: str, uri: str, endpoint: str, metrics_port: int = 0,
+                 log_level: int = logging.INFO, done: Any = None, release: Any = None) -> None:
+    """Process entry point (spawned by the supervisor).
+
+    ``done`` (an Event) is set once the EOS is sent; the process then lingers until
+    ``release`` is set (see :func:`linger_until_released`)."""
+    import zmq
+
+    setup_logging(log_level)
+    stop = threading.Event()
+    install_stop_signals(stop)
+    metrics = Metrics(f"grabber:{stream_id}")
+    try:
+        source = open_source(uri, cfg.stream)
+    except SourceError as exc:
+        log.error("%s: %s", stream_id, exc)
+        sys.exit(EXIT_SOURCE_ERROR)
+    ctx = zmq.Context()
+    sock = P.socket(ctx, zmq.PUSH, endpoint, bind=False, hwm=cfg.stream.queue_size, linger_ms=5000)
+    grabber = Grabber(cfg, stream_id, source, ZmqSender(sock, stop), metrics)
+    metrics.set_health(lambda: {"stream": stream_id, "live": source.live, "frames": grabber.frames,
+                                "snippets": grabber.sent, "dropped": grabber.dropped,
+                                "status": "ok" if time.time() - metrics.last_activity < 30 else "degraded"})
+    metrics.serve(metrics_port)
+    code = grabber.run(stop)
+    if done is not None:
+        done.set()
+    linger_until_released(release, cfg.stream.shutdown_timeout_s + 10)
+    sock.close()
+    ctx.term()
+    sys.exit(code)

@@ -1,0 +1,318 @@
+"""The MENet-stream wire protocol: every process speaks only this (docs/protocol.md).
+
+A message is one ZeroMQ multipart message::
+
+    [topic]   only on the event PUB socket: the stream id, UTF-8
+    header    msgpack map: {"v": PROTOCOL_VERSION, "type": ..., "stream": ..., "seq": ..., ...}
+    buffer*   raw payloads the header describes (snippet frames, window features)
+
+Frames travel as raw ``uint8`` buffers sent with ``copy=False`` (zero-copy on the
+sending side; the receiver wraps the received frame with ``np.frombuffer``).
+
+:func:`decode` validates every field of every message type; a malformed message
+raises :class:`ProtocolError` (receivers count it, log one line and drop it).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import msgpack
+import numpy as np
+
+PROTOCOL_VERSION = 1
+
+SNIPPET, GAP, EOS, WINDOW, EVENT, STATUS, STOP = "snippet", "gap", "eos", "window", "event", "status", "stop"
+TYPES = (SNIPPET, GAP, EOS, WINDOW, EVENT, STATUS, STOP)
+STATES = ("connecting", "live", "stalled", "reconnecting", "ended", "error")
+
+MAX_HEADER_BYTES = 64 * 1024
+MAX_STREAM_ID = 128
+
+
+class ProtocolError(ValueError):
+    """A message does not follow the protocol; the text says which field and why."""
+
+
+@dataclass
+class Message:
+    header: dict[str, Any]
+    buffers: list[memoryview]
+    topic: str | None = None
+
+    @property
+    def type(self) -> str:
+        return self.header["type"]
+
+    @property
+    def stream(self) -> str | None:
+        return self.header.get("stream")
+
+    def array(self) -> np.ndarray:
+        """The payload of a snippet (uint8 [T, H, W, 3]) or window (float32 [C, W]) message."""
+        h = self.header
+        return np.frombuffer(self.buffers[0], dtype=np.dtype(h["dtype"])).reshape(h["shape"])
+
+
+# ---------------------------------------------------------------- field checks
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _nonneg_int(x: Any) -> bool:
+    return _int(x) and x >= 0
+
+
+def _pos_int(x: Any) -> bool:
+    return _int(x) and x >= 1
+
+
+def _pos_num(x: Any) -> bool:
+    return _num(x) and x > 0
+
+
+def _nonneg_num(x: Any) -> bool:
+    return _num(x) and x >= 0
+
+
+def _str(x: Any) -> bool:
+    return isinstance(x, str) and len(x) <= 4096
+
+
+def _bool(x: Any) -> bool:
+    return isinstance(x, bool)
+
+
+def _opt(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda x: x is None or check(x)
+
+
+def _stream_id(x: Any) -> bool:
+    return isinstance(x, str) and 1 <= len(x) <= MAX_STREAM_ID and x.isprintable()
+
+
+def _shape(x: Any) -> bool:
+    return isinstance(x, list) and 1 <= len(x) <= 8 and all(_pos_int(v) for v in x)
+
+
+Field = tuple[str, Callable[[Any], bool], bool, str]  # name, check, required, description
+
+_COMMON: list[Field] = [
+    ("v", lambda x: x == PROTOCOL_VERSION, True, f"protocol version {PROTOCOL_VERSION}"),
+    ("type", lambda x: x in TYPES, True, f"one of {TYPES}"),
+    ("seq", _nonneg_int, True, "integer >= 0"),
+]
+
+SCHEMA: dict[str, list[Field]] = {
+    SNIPPET: [
+        ("stream", _stream_id, True, "stream id"),
+        ("index", _nonneg_int, True, "snippet index >= 0"),
+        ("t_stream", _num, True, "stream seconds of the first frame (PTS when present)"),
+        ("t_capture", _num, True, "capture clock (unix seconds)"),
+        ("fps", _pos_num, True, "frames per second > 0"),
+        ("sigma", _pos_int, True, "frames per snippet"),
+        ("shape", _shape, True, "[T, H, W, 3]"),
+        ("dtype", lambda x: x == "uint8", True, "'uint8'"),
+        ("live", _bool, True, "bool"),
+        ("tail", _bool, False, "bool: clip clamped at the stream end"),
+        ("t_sent", _opt(_num), False, "send clock"),
+    ],
+    GAP: [
+        ("stream", _stream_id, True, "stream id"),
+        ("first", _nonneg_int, True, "first missing snippet index"),
+        ("count", _pos_int, True, "missing snippets >= 1"),
+        ("reason", _str, True, "'dropped' or 'reconnect'"),
+        ("t_capture", _opt(_num), False, "clock"),
+    ],
+    EOS: [
+        ("stream", _stream_id, True, "stream id"),
+        ("n_snippets", _opt(_nonneg_int), True, "snippets in the stream (null: as received)"),
+        ("n_frames", _opt(_nonneg_int), False, "frames in the stream"),
+        ("duration", _opt(_nonneg_num), False, "seconds"),
+        ("reason", _str, False, "why"),
+    ],
+    WINDOW: [
+        ("stream", _stream_id, True, "stream id"),
+        ("index", _nonneg_int, True, "window number in the stream"),
+        ("start", _nonneg_int, True, "first snippet index"),
+        ("valid", _pos_int, True, "real (unpadded) snippets"),
+        ("sps", _pos_num, True, "seconds per snippet"),
+        ("final", _bool, True, "last window of a stream or segment"),
+        ("duration", _opt(_nonneg_num), True, "clip bound (stream seconds) or null"),
+        ("shape", _shape, True, "[C, W]"),
+        ("dtype", lambda x: x == "float32", True, "'float32'"),
+        ("t_stream_ref", _num, True, "stream seconds of the newest snippet's end"),
+        ("t_capture", _num, True, "capture clock of the newest snippet"),
+        ("t_engine_in", _num, True, "engine receive clock of the newest snippet"),
+        ("t_window", _num, True, "engine send clock"),
+    ],
+    EVENT: [
+        ("stream", _stream_id, True, "stream id"),
+        ("event_id", _str, True, "stable id"),
+        ("label", _str, True, "class name"),
+        ("class_id", _nonneg_int, True, "class id"),
+        ("score", _nonneg_num, True, "score"),
+        ("start", _num, True, "stream seconds"),
+        ("end", _num, True, "stream seconds"),
+        ("start_wall", _num, True, "unix seconds"),
+        ("end_wall", _num, True, "unix seconds"),
+        ("window", _nonneg_int, True, "window index that made it final"),
+        ("t_capture", _num, True, "capture clock"),
+        ("t_engine_in", _num, True, "engine receive clock"),
+        ("t_window", _num, True, "engine send clock"),
+        ("t_published", _num, True, "publish clock"),
+        ("latency_s", _num, True, "t_published - t_capture"),
+    ],
+    STATUS: [
+        ("stream", _stream_id, True, "stream id"),
+        ("state", lambda x: x in STATES, True, f"one of {STATES}"),
+        ("source", _str, False, "source URI (credentials removed)"),
+        ("detail", _str, False, "text"),
+        ("t", _num, True, "clock"),
+        ("counters", _opt(lambda x: isinstance(x, dict) and all(isinstance(k, str) and _num(v) for k, v in x.items())),
+         False, "map name -> number"),
+    ],
+    STOP: [("reason", _str, False, "why")],
+}
+
+N_BUFFERS = {SNIPPET: 1, WINDOW: 1}
+
+
+# ---------------------------------------------------------------- encode / decode
+
+
+def make_header(type_: str, seq: int, **fields: Any) -> dict[str, Any]:
+    return {"v": PROTOCOL_VERSION, "type": type_, "seq": int(seq), **fields}
+
+
+def encode(header: dict[str, Any], buffers: Sequence[Any] = (), topic: str | None = None) -> list[Any]:
+    """Multipart frames for ``send_multipart(frames, copy=False)``; buffers go as they are."""
+    frames: list[Any] = [] if topic is None else [topic.encode()]
+    frames.append(msgpack.packb(header, use_bin_type=True))
+    frames.extend(buffers)
+    return frames
+
+
+def _bytes(frame: Any) -> bytes:
+    if isinstance(frame, bytes):
+        return frame
+    if hasattr(frame, "bytes"):  # zmq.Frame
+        return frame.bytes
+    return bytes(frame)
+
+
+def _view(frame: Any) -> memoryview:
+    if hasattr(frame, "buffer"):  # zmq.Frame: no copy
+        return frame.buffer
+    return memoryview(frame)
+
+
+def validate_header(header: Any) -> dict[str, Any]:
+    if not isinstance(header, dict):
+        raise ProtocolError(f"header is a {type(header).__name__}, not a map")
+    fields = list(_COMMON)
+    t = header.get("type")
+    if t not in TYPES:
+        raise ProtocolError(f"type: expected one of {TYPES}, got {t!r}")
+    fields += SCHEMA[t]
+    for name, check, required, desc in fields:
+        if name not in header:
+            if required:
+                raise ProtocolError(f"{t}: missing field {name!r} ({desc})")
+            continue
+        try:
+            ok = check(header[name])
+        except Exception:  # noqa: BLE001 - a check must never crash a receiver
+            ok = False
+        if not ok:
+            raise ProtocolError(f"{t}: field {name!r} must be {desc}, got {header[name]!r:.80}")
+    if t == SNIPPET and header["shape"][-1] != 3:
+        raise ProtocolError("snippet: shape must end with 3 channels")
+    if t == WINDOW and (len(header["shape"]) != 2 or header["valid"] > header["shape"][1]):
+        raise ProtocolError("window: shape must be [C, W] with valid <= W")
+    if t == EVENT and header["end"] < header["start"]:
+        raise ProtocolError("event: end before start")
+    return header
+
+
+def decode(frames: Sequence[Any], with_topic: bool = False) -> Message:
+    """Parse and validate one received multipart message (``recv_multipart(copy=False)``)."""
+    frames = list(frames)
+    topic = None
+    if with_topic:
+        if not frames:
+            raise ProtocolError("empty message")
+        try:
+            topic = _bytes(frames.pop(0)).decode()
+        except UnicodeDecodeError as exc:
+            raise ProtocolError("topic is not UTF-8") from exc
+    if not frames:
+        raise ProtocolError("no header frame")
+    raw = _bytes(frames[0])
+    if len(raw) > MAX_HEADER_BYTES:
+        raise ProtocolError(f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}")
+    try:
+        header = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except Exception as exc:  # noqa: BLE001 - msgpack raises many types on garbage
+        raise ProtocolError(f"header is not msgpack: {type(exc).__name__}: {exc}"[:200]) from None
+    validate_header(header)
+    t = header["type"]
+    buffers = [_view(f) for f in frames[1:]]
+    want = N_BUFFERS.get(t, 0)
+    if len(buffers) != want:
+        raise ProtocolError(f"{t}: expected {want} payload buffer(s), got {len(buffers)}")
+    if want:
+        nbytes = int(np.prod(header["shape"])) * np.dtype(header["dtype"]).itemsize
+        if buffers[0].nbytes != nbytes:
+            raise ProtocolError(f"{t}: payload of {buffers[0].nbytes} bytes, shape {header['shape']} "
+                                f"{header['dtype']} needs {nbytes}")
+    if topic is not None and topic != header.get("stream"):
+        raise ProtocolError(f"topic {topic!r} differs from the header's stream {header.get('stream')!r}")
+    return Message(header, buffers, topic)
+
+
+class Sequencer:
+    """Per-sender sequence numbers."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self) -> int:
+        n = self.n
+        self.n += 1
+        return n
+
+
+# ---------------------------------------------------------------- sockets
+
+
+def ensure_ipc_dir(endpoint: str) -> None:
+    """Create the folder of an ``ipc://`` endpoint (binding needs it)."""
+    if endpoint.startswith("ipc://"):
+        import os
+        folder = os.path.dirname(endpoint[6:])
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+
+
+def socket(ctx: Any, kind: int, endpoint: str, *, bind: bool, hwm: int, linger_ms: int = 2000) -> Any:
+    """A ZMQ socket with bounded queues (SNDHWM = RCVHWM = ``hwm``) bound or connected to ``endpoint``."""
+    import zmq
+
+    s = ctx.socket(kind)
+    s.setsockopt(zmq.SNDHWM, hwm)
+    s.setsockopt(zmq.RCVHWM, hwm)
+    s.setsockopt(zmq.LINGER, linger_ms)
+    if bind:
+        ensure_ipc_dir(endpoint)
+        s.bind(endpoint)
+    else:
+        s.connect(endpoint)
+    return s

@@ -1,0 +1,228 @@
+"""The online pipeline's logic in one process (no sockets): grabber -> engine -> detector.
+
+Messages still go through the wire encoding and validation, so these tests pin
+the contract fast; tests/test_stream_e2e.py runs the same through real processes.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from engine.config import load_config
+from engine.postprocess.windows import window_starts
+from stream import protocol as P
+from stream.detector_worker import DetectorCore
+from stream.engine_worker import EngineCore, TorchStages
+from stream.grabber import Grabber
+from stream.sources import FrameItem, Source, StatusItem, assign_stream_ids, open_source, parse_source_arg, safe_uri
+from stream_support import (assert_same_detections, make_video, offline_detections, stream_setup,  # noqa: F401
+                                 top_events, write_config)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class Chain:
+    """grabber send() -> engine -> detector, every hop encoded + validated."""
+
+    def __init__(self, cfg, stages) -> None:
+        self.engine = EngineCore(cfg, stages)
+        self.detector = DetectorCore(cfg, stages)
+        self.published: list[dict[str, Any]] = []
+        self.windows: list[dict[str, Any]] = []
+
+    def __call__(self, frames, block) -> bool:
+        self.engine.handle(P.decode(frames))
+        self.engine.run_batch()
+        self.pump()
+        return True
+
+    def pump(self) -> None:
+        for out in self.engine.outbox:
+            msg = P.decode(out)
+            if msg.type == P.WINDOW:
+                self.windows.append(msg.header)
+            self.detector.handle(msg)
+        self.engine.outbox.clear()
+        for topic, h in self.detector.outbox:
+            self.published.append(P.decode(P.encode(h, topic=topic), with_topic=True).header)
+        self.detector.outbox.clear()
+
+    def events(self, stream: str | None = None) -> list[dict[str, Any]]:
+        return [h for h in self.published if h["type"] == P.EVENT and (stream is None or h["stream"] == stream)]
+
+
+@pytest.mark.parametrize("seed,seconds", [(1, 20.3), (2, 2.5)])
+def test_online_equals_offline_in_process(stream_setup, seed: int, seconds: float) -> None:  # noqa: F811
+    """20.3 s: windows [0, 16, 19] (last one aligned to the end, partial last snippet);
+    2.5 s: shorter than a window (one zero-padded window)."""
+    cfg, ckpt, root = stream_setup["cfg"], stream_setup["ckpt"], stream_setup["root"]
+    video = make_video(root / f"inproc{seed}.mp4", seed, seconds)
+    offline = offline_detections(cfg, ckpt, video)
+    stages = TorchStages(cfg, str(ckpt))
+    chain = Chain(cfg, stages)
+    Grabber(cfg, "cam", open_source(str(video), cfg.stream), chain).run(threading.Event())
+    n = int(np.ceil(round(seconds * 10) / cfg.data.sigma))
+    assert [w["start"] for w in chain.windows] == window_starts(n, cfg.data.window, cfg.data.window_overlap)
+    assert [w["final"] for w in chain.windows][-1] is True
+    online = top_events(chain.events("cam"), cfg.inference.max_detections)
+    assert offline, "a random detector should propose something"
+    assert_same_detections(online, offline, cfg.data.sigma / 10.0)
+    types = [h["type"] for h in chain.published]
+    assert types[0] == "status" and types[-1] == "eos"
+    ids = [e["event_id"] for e in chain.events()]
+    assert len(ids) == len(set(ids))
+
+
+class ListSource(Source):
+    def __init__(self, frames, fps=10.0, live=False):
+        super().__init__("list://")
+        self.frames, self.fps, self.live = frames, fps, live
+
+    def items(self, stop):
+        yield StatusItem("live")
+        for i, f in enumerate(self.frames):
+            yield FrameItem(f, i / self.fps, 1000.0 + i / self.fps)
+        yield StatusItem("ended")
+
+
+def test_live_grabber_drops_whole_snippets_and_announces_gaps(stream_setup) -> None:  # noqa: F811
+    cfg = stream_setup["cfg"]
+    frames = [np.full((40, 40, 3), i, np.uint8) for i in range(80)]  # 20 snippets of 4 frames
+    sent: list[dict[str, Any]] = []
+    refuse = {5, 6, 7, 12}  # the engine's queue is full at these snippets
+
+    def send(wire, block):
+        h = P.decode(wire).header
+        if not block and h["type"] == P.SNIPPET and h["index"] in refuse:
+            return False
+        sent.append(h)
+        return True
+
+    g = Grabber(cfg, "live", ListSource(frames, live=True), send)
+    g.run(threading.Event())
+    snippets = [h["index"] for h in sent if h["type"] == P.SNIPPET]
+    gaps = [(h["first"], h["count"]) for h in sent if h["type"] == P.GAP]
+    assert snippets == [i for i in range(20) if i not in refuse]
+    # every dropped index is announced exactly once, before the next snippet that got through
+    announced = sorted(i for first, count in gaps for i in range(first, first + count))
+    assert announced == sorted(refuse) and g.dropped == 4
+    order = [(h["type"], h.get("index", h.get("first"))) for h in sent]
+    for first, _ in gaps:
+        later = [i for i in snippets if i > first]
+        assert order.index(("gap", first)) < order.index(("snippet", later[0]))
+    assert sent[-1]["type"] == P.EOS and sent[-1]["n_snippets"] == 20
+
+
+def test_file_grabber_blocks_instead_of_dropping(stream_setup) -> None:  # noqa: F811
+    cfg = stream_setup["cfg"]
+    frames = [np.zeros((40, 40, 3), np.uint8)] * 41
+    blocks = []
+
+    def send(wire, block):
+        blocks.append(block)
+        return True
+
+    g = Grabber(cfg, "file", ListSource(frames, live=False), send)
+    g.run(threading.Event())
+    assert all(blocks) and g.dropped == 0 and g.sent == 11  # ceil(41 / 4)
+
+
+class FakeStages:
+    """Snippet feature = its index in every channel, so windows are checkable."""
+    feature_channels = 2
+    class_names = ["a"]
+
+    def mfe(self, clips):
+        return np.stack([np.full(2, float(c[0, 0, 0, 0]), np.float32) for c in clips])
+
+    def mrem(self, windows):
+        return windows
+
+
+def engine_feed(eng: EngineCore, items: list[tuple[str, dict]]) -> list[dict[str, Any]]:
+    out = []
+    for type_, fields in items:
+        buffers = ()
+        if type_ == P.SNIPPET:
+            clip = np.full((4, 8, 8, 3), fields["index"] % 250 + 1, np.uint8)
+            fields = dict(t_stream=0.0, t_capture=0.0, fps=10.0, sigma=4, shape=[4, 8, 8, 3], dtype="uint8",
+                          live=True, **fields)
+            buffers = (clip,)
+        eng.handle(P.decode(P.encode(P.make_header(type_, 0, **fields), buffers)))
+        eng.run_batch()
+    for wire in eng.outbox:
+        m = P.decode(wire)
+        out.append({**m.header, "feat": m.array()[0] if m.type == P.WINDOW else None})
+    eng.outbox.clear()
+    return out
+
+
+def test_engine_fills_short_gaps_and_restarts_after_long_ones(stream_setup) -> None:  # noqa: F811
+    cfg = stream_setup["cfg"]  # window 32, hop 16, gap_fill = hop
+    eng = EngineCore(cfg, FakeStages())
+    items = [(P.SNIPPET, dict(stream="s", index=i)) for i in range(20)]
+    items += [(P.GAP, dict(stream="s", first=20, count=5, reason="dropped"))]
+    items += [(P.SNIPPET, dict(stream="s", index=i)) for i in range(25, 40)]
+    out = engine_feed(eng, items)
+    win = [o for o in out if o["type"] == P.WINDOW]
+    assert [w["start"] for w in win] == [0]
+    feat = win[0]["feat"]
+    assert np.all(feat[20:25] == 0) and feat[19] == 20 and feat[25] == 26  # zero-filled gap, indices kept
+    # a long gap (> gap_fill): the segment ends (its remaining windows, final) and a new one starts at 200
+    out = engine_feed(eng, [(P.GAP, dict(stream="s", first=40, count=160, reason="reconnect"))]
+                      + [(P.SNIPPET, dict(stream="s", index=i)) for i in range(200, 240)]
+                      + [(P.EOS, dict(stream="s", n_snippets=240, duration=96.0))])
+    win = [o for o in out if o["type"] == P.WINDOW]
+    assert [(w["start"], w["valid"], w["final"]) for w in win] == [
+        (8, 32, True),  # window_starts(40) = [0, 8]: the old segment's last window
+        (200, 32, False), (208, 32, True)]  # new segment: window_starts(40) from 200
+    assert [o["type"] for o in out].count("gap") == 1 and out[-1]["type"] == P.EOS
+    assert win[-1]["duration"] == 96.0 and win[0]["duration"] == pytest.approx(16.0)
+
+
+def test_engine_hop_is_configurable(tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path, ""))
+    cfg.stream.hop = 8
+    eng = EngineCore(cfg, FakeStages())
+    out = engine_feed(eng, [(P.SNIPPET, dict(stream="s", index=i)) for i in range(50)]
+                      + [(P.EOS, dict(stream="s", n_snippets=50, duration=20.0))])
+    starts = [o["start"] for o in out if o["type"] == P.WINDOW]
+    assert starts == [0, 8, 16, 18] == window_starts(50, 32, 1 - 8 / 32)
+
+
+def test_engine_batches_across_streams(stream_setup) -> None:  # noqa: F811
+    cfg = stream_setup["cfg"]
+    stages = FakeStages()
+    sizes = []
+    orig = stages.mfe
+    stages.mfe = lambda clips: (sizes.append(len(clips)), orig(clips))[1]
+    eng = EngineCore(cfg, stages)
+    for i in range(6):
+        for sid in ("a", "b"):
+            clip = np.zeros((4, 8, 8, 3), np.uint8)
+            h = P.make_header(P.SNIPPET, 0, stream=sid, index=i, t_stream=0.0, t_capture=0.0, fps=10.0, sigma=4,
+                              shape=[4, 8, 8, 3], dtype="uint8", live=True)
+            eng.handle(P.decode(P.encode(h, (clip,))))
+            if eng.batch_due():
+                eng.run_batch()
+    eng.run_batch()
+    assert sizes == [4, 4, 4]  # max_batch 4, mixing both streams
+
+
+def test_source_arguments() -> None:
+    assert parse_source_arg("cam1=rtsp://h/x?a=b") == ("cam1", "rtsp://h/x?a=b")
+    assert parse_source_arg("rtsp://h/x?a=b") == (None, "rtsp://h/x?a=b")
+    assert assign_stream_ids(["/v/a.mp4", "/w/a.mp4", "x=/v/b.mp4", "rtsp://u:p@host:8554/live/cam"]) == [
+        ("a", "/v/a.mp4"), ("a-2", "/w/a.mp4"), ("x", "/v/b.mp4"), ("live-cam", "rtsp://u:p@host:8554/live/cam")]
+    assert safe_uri("rtsp://u:p@host:8554/live") == "rtsp://host:8554/live"
