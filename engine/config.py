@@ -100,6 +100,7 @@ class StreamConfig:
     backend: Literal["auto", "pytorch", "onnxruntime", "tensorrt"] = "auto"
     device: str = "cpu"
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    engine_dir: str | None = None  # output of `menet build-engine`; needed for onnxruntime/tensorrt
     snippet_endpoint: str | None = None  # grabbers -> engine; None: ipc:// in a per-run temp dir
     window_endpoint: str | None = None  # engine -> detector; None: ipc:// in a per-run temp dir
     event_endpoint: str = "tcp://127.0.0.1:5560"  # detector PUB, topic = stream id

@@ -1,7 +1,7 @@
 """Detector worker: SFPN + heads per window, decoding, merging, Soft-NMS, events.
 
 Per window message (MREM features of one window): SFPN and the heads' boundary
-predictors (:meth:`TorchStages.detect`), sparse proposal decoding
+predictors (:meth:`Stages.detect`), sparse proposal decoding
 (:func:`engine.postprocess.decode.decode_window`, with the window's valid
 length), then the stream's :class:`~engine.postprocess.windows.StreamMerger`
 maps the proposals to stream seconds, merges them with the overlapping windows
@@ -156,7 +156,7 @@ def detector_main(cfg: MENetConfig, checkpoint: str | None, window_endpoint: str
     """Process entry point (spawned by the supervisor)."""
     import zmq
 
-    from .engine_worker import TorchStages
+    from .engine_worker import Stages
     from .grabber import install_stop_signals, setup_logging
 
     setup_logging(log_level)
@@ -165,7 +165,7 @@ def detector_main(cfg: MENetConfig, checkpoint: str | None, window_endpoint: str
     if cfg.stream.threads:
         torch.set_num_threads(cfg.stream.threads)
     metrics = Metrics("detector")
-    stages = TorchStages(cfg, checkpoint, cfg.stream.device)
+    stages = Stages(cfg, checkpoint, cfg.stream.device, cfg.stream.engine_dir)
     core = DetectorCore(cfg, stages, stages.class_names, metrics)
     ctx = zmq.Context()
     hwm = cfg.stream.queue_size

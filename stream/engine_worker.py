@@ -16,7 +16,7 @@ with zero features (the value window padding uses) so snippet indices stay on
 the stream's time line; a longer gap ends the current segment (its remaining
 windows are flushed as at end of stream) and a new one starts after it.
 
-The model calls sit behind :class:`TorchStages` (``mfe``, ``mrem``, ``detect``)
+The model calls sit behind :class:`Stages` (``mfe``, ``mrem``, ``detect``)
 so another runtime backend can replace them.
 """
 from __future__ import annotations
@@ -53,59 +53,58 @@ def load_model(cfg: MENetConfig, checkpoint: str | None) -> tuple[MENet, list[st
     Every worker calls this with the same arguments, so without a checkpoint the
     engine's and the detector's random halves still belong to one network.
     """
-    if checkpoint:
-        ckpt = load_checkpoint(checkpoint, expect=cfg)
-        torch.manual_seed(cfg.train.seed)
-        model = MENet(cfg, load_backbone_weights=ckpt.backbone is None)
-        model.detector.load_state_dict(ckpt.detector)
-        if ckpt.backbone is not None:
-            model.mfe.backbone.load_state_dict(ckpt.backbone)
-        names = list(ckpt.class_names)
-    else:
-        torch.manual_seed(cfg.train.seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = MENet(cfg, load_backbone_weights=True)
-        names = []
+    from engine.runtime.torch_backend import build_model
+
+    ckpt = load_checkpoint(checkpoint, expect=cfg) if checkpoint else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore" if ckpt is None else "default")
+        model = build_model(cfg, ckpt)
+    names = list(ckpt.class_names) if ckpt is not None else []
     if not names:
         names = list(cfg.data.class_names or [str(i) for i in range(cfg.data.num_classes)])
-    return model.eval(), names
+    return model, names
 
 
-class TorchStages:
-    """The network split as the online pipeline runs it (PyTorch backend).
+class Stages:
+    """The network split as the online pipeline runs it.
 
     ``mfe``: uint8 clips [B, T, H, W, 3] -> snippet features [B, C_feat];
     ``mrem``: windows [B, C_feat, W] -> [B, C, W];
     ``detect``: MREM output [B, C, W] -> per-level boundary outputs (SFPN + heads).
+
+    The dense stages run on the runtime backend that ``stream.backend`` selects
+    (``engine.runtime``: TensorRT plan for this GPU, ONNX Runtime, or PyTorch;
+    ``auto`` needs ``stream.engine_dir`` from `menet build-engine` for the first
+    two). The sparse anchor heads used by decoding stay in PyTorch (fp32, CPU
+    copy), as the engine build documents.
     """
 
-    def __init__(self, cfg: MENetConfig, checkpoint: str | None = None, device: str = "cpu") -> None:
+    def __init__(self, cfg: MENetConfig, checkpoint: str | None = None, device: str = "cpu",
+                 engine_dir: str | None = None) -> None:
+        import copy
+
+        from engine.runtime.select import open_backend, select_backend
+        from engine.runtime.torch_backend import TorchBackend
+
         self.cfg = cfg
         self.model, self.class_names = load_model(cfg, checkpoint)
-        self.device = torch.device(device)
-        self.model.to(self.device)
-        self.heads = self.model.detector.heads
+        self.heads = copy.deepcopy(self.model.detector.heads).float().eval()
         self.feature_channels = self.model.mfe.out_channels
+        selection = select_backend(cfg, engine_dir, device=device)
+        if selection.backend == "pytorch":
+            self.backend = TorchBackend(cfg, self.model, selection.device, selection.precision)
+        else:
+            self.backend = open_backend(cfg, engine_dir, checkpoint, device=device)
+        log.info("stages on %s (%s)", self.backend.describe(), selection.reason)
 
-    @torch.no_grad()
     def mfe(self, clips: np.ndarray) -> np.ndarray:
-        x = to_clip_tensor(torch.from_numpy(clips)).to(self.device)
-        return self.model.mfe(x).float().cpu().numpy()
+        return self.backend.mfe(to_clip_tensor(torch.from_numpy(clips)).numpy())
 
-    @torch.no_grad()
     def mrem(self, windows: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(windows, np.float32)).to(self.device)
-        return self.model.detector.relation(x).float().cpu().numpy()
+        return self.backend.mrem(np.ascontiguousarray(windows, np.float32))
 
-    @torch.no_grad()
     def detect(self, relation: np.ndarray) -> list[LevelOutput]:
-        x = torch.from_numpy(np.ascontiguousarray(relation, np.float32)).to(self.device)
-        out = []
-        for head, feat in zip(self.heads, self.model.detector.levels(x)):
-            bounds = head.boundaries(feat)
-            out.append(LevelOutput(feat, bounds[:, 0], bounds[:, 1], None))
-        return out
+        return self.backend.levels(np.ascontiguousarray(relation, np.float32))
 
 
 # ---------------------------------------------------------------- per-stream state
@@ -375,7 +374,7 @@ def engine_main(cfg: MENetConfig, checkpoint: str | None, snippet_endpoint: str,
     if cfg.stream.threads:
         torch.set_num_threads(cfg.stream.threads)
     metrics = Metrics("engine")
-    stages = TorchStages(cfg, checkpoint, cfg.stream.device)
+    stages = Stages(cfg, checkpoint, cfg.stream.device, cfg.stream.engine_dir)
     core = EngineCore(cfg, stages, metrics)
     ctx = zmq.Context()
     hwm = cfg.stream.queue_size

@@ -5,6 +5,7 @@ the contract fast; tests/test_stream_e2e.py runs the same through real processes
 """
 from __future__ import annotations
 
+import copy
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from engine.config import load_config
 from engine.postprocess.windows import window_starts
 from stream import protocol as P
 from stream.detector_worker import DetectorCore
-from stream.engine_worker import EngineCore, TorchStages
+from stream.engine_worker import EngineCore, Stages
 from stream.grabber import Grabber
 from stream.sources import FrameItem, Source, StatusItem, assign_stream_ids, open_source, parse_source_arg, safe_uri
 from stream_support import (assert_same_detections, make_video, offline_detections, stream_setup,  # noqa: F401
@@ -69,7 +70,7 @@ def test_online_equals_offline_in_process(stream_setup, seed: int, seconds: floa
     cfg, ckpt, root = stream_setup["cfg"], stream_setup["ckpt"], stream_setup["root"]
     video = make_video(root / f"inproc{seed}.mp4", seed, seconds)
     offline = offline_detections(cfg, ckpt, video)
-    stages = TorchStages(cfg, str(ckpt))
+    stages = Stages(cfg, str(ckpt))
     chain = Chain(cfg, stages)
     Grabber(cfg, "cam", open_source(str(video), cfg.stream), chain).run(threading.Event())
     n = int(np.ceil(round(seconds * 10) / cfg.data.sigma))
@@ -226,3 +227,37 @@ def test_source_arguments() -> None:
     assert assign_stream_ids(["/v/a.mp4", "/w/a.mp4", "x=/v/b.mp4", "rtsp://u:p@host:8554/live/cam"]) == [
         ("a", "/v/a.mp4"), ("a-2", "/w/a.mp4"), ("x", "/v/b.mp4"), ("live-cam", "rtsp://u:p@host:8554/live/cam")]
     assert safe_uri("rtsp://u:p@host:8554/live") == "rtsp://host:8554/live"
+
+
+def test_online_on_onnxruntime_engines_equals_offline(stream_setup, tmp_path) -> None:  # noqa: F811
+    """stream.backend onnxruntime + engines from build_engines: same events as offline PyTorch."""
+    pytest.importorskip("onnxruntime")
+    from build_engine.build import build_engines
+    from engine.checkpoint import load_checkpoint
+    from engine.runtime.torch_backend import build_model
+
+    cfg, ckpt, root = stream_setup["cfg"], stream_setup["ckpt"], stream_setup["root"]
+    engines = tmp_path / "engines"
+    checkpoint = load_checkpoint(ckpt, expect=cfg)
+    build_engines(cfg, build_model(cfg, checkpoint), engines, checkpoint=checkpoint, precision="fp32",
+                  tensorrt=False)
+    video = make_video(root / "ort.mp4", 5, 9.0)
+    offline = offline_detections(cfg, ckpt, video)
+    cfg_ort = copy.deepcopy(cfg)
+    cfg_ort.stream.backend = "onnxruntime"
+    stages = Stages(cfg_ort, str(ckpt), engine_dir=str(engines))
+    assert stages.backend.name == "onnxruntime"
+    chain = Chain(cfg_ort, stages)
+    Grabber(cfg_ort, "cam", open_source(str(video), cfg_ort.stream), chain).run(threading.Event())
+    online = top_events(chain.events("cam"), cfg.inference.max_detections)
+    assert_same_detections(online, offline, cfg.data.sigma / 10.0)
+
+
+def test_run_refuses_onnxruntime_without_engines(stream_setup, tmp_path, capsys) -> None:  # noqa: F811
+    from stream.cli import main
+    cfg_path = stream_setup["cfg_path"]
+    video = make_video(tmp_path / "v.mp4", 1, 2.0)
+    rc = main(["run", "--config", str(cfg_path), "--source", str(video), "--backend", "onnxruntime",
+               "--engine-dir", str(tmp_path / "no-engines")])
+    assert rc == 2
+    assert "no-engines" in capsys.readouterr().err

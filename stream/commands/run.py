@@ -32,6 +32,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--event-endpoint", default=None, help="override stream.event_endpoint")
     p.add_argument("--snippet-endpoint", default=None, help="override stream.snippet_endpoint")
     p.add_argument("--window-endpoint", default=None, help="override stream.window_endpoint")
+    p.add_argument("--engine-dir", default=None,
+                   help="override stream.engine_dir: engines from `menet build-engine` (ONNX Runtime / TensorRT)")
+    p.add_argument("--backend", choices=("auto", "pytorch", "onnxruntime", "tensorrt"), default=None,
+                   help="override stream.backend")
     p.add_argument("--hop", type=int, default=None, help="override stream.hop (snippets between windows)")
     p.add_argument("--merge", choices=("auto", "exact", "lag"), default=None, help="override stream.merge")
     p.add_argument("--metrics-port", type=int, default=None, help="override stream.metrics_port (0 = off)")
@@ -52,9 +56,19 @@ def run(args: argparse.Namespace) -> int:
     s = cfg.stream
     for attr, value in (("event_endpoint", args.event_endpoint), ("snippet_endpoint", args.snippet_endpoint),
                         ("window_endpoint", args.window_endpoint), ("merge", args.merge),
-                        ("metrics_port", args.metrics_port), ("wait_subscribers", args.wait_subscribers)):
+                        ("metrics_port", args.metrics_port), ("wait_subscribers", args.wait_subscribers),
+                        ("engine_dir", args.engine_dir), ("backend", args.backend)):
         if value is not None:
             setattr(s, attr, value)
+    try:  # decide the runtime backend now, so a missing/foreign engine fails here with a clear message
+        from engine.runtime.base import BackendError
+        from engine.runtime.manifest import EngineError
+        from engine.runtime.select import select_backend
+        selection = select_backend(cfg, s.engine_dir)
+    except (BackendError, EngineError) as exc:
+        print(f"menet run: {exc}", file=sys.stderr)
+        return 2
+    print(f"menet run: runtime backend {selection.backend} ({selection.reason})", file=sys.stderr)
     if args.hop is not None:
         if not 1 <= args.hop <= cfg.data.window:
             print(f"menet run: --hop must be in 1..{cfg.data.window}, got {args.hop}", file=sys.stderr)
