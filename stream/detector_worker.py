@@ -33,7 +33,7 @@ from engine.postprocess.decode import decode_window
 from engine.postprocess.windows import Detections, StreamMerger
 
 from . import protocol as P
-from .metrics import Metrics, Timer
+from .metrics import Metrics, Timer, receive_valid
 
 log = logging.getLogger(__name__)
 
@@ -200,18 +200,10 @@ def detector_main(cfg: MENetConfig, checkpoint: str | None, window_endpoint: str
         if subscribers >= want:
             want = 0  # the wait is for the start only: later unsubscriptions do not hold the pipeline
         if pull in events and subscribers >= want:
-            try:
-                frames = pull.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            got = receive_valid(pull, metrics, "detector")
+            if got is None:
                 continue
-            t_in = time.time()
-            metrics.touch()
-            try:
-                msg = P.decode(frames)
-            except P.ProtocolError as exc:
-                metrics.malformed.inc()
-                log.warning("detector: malformed message dropped: %s", exc)
-                continue
+            msg, t_in = got
             core.handle(msg, t_in)
             stopping = msg.type == P.STOP
         elif pull in events:

@@ -39,7 +39,7 @@ from engine.model.preprocess import to_clip_tensor
 from engine.postprocess.windows import window_starts
 
 from . import protocol as P
-from .metrics import Metrics, Timer
+from .metrics import Metrics, Timer, receive_valid
 
 log = logging.getLogger(__name__)
 
@@ -406,18 +406,10 @@ def engine_main(cfg: MENetConfig, checkpoint: str | None, snippet_endpoint: str,
         if pull in events:
             # drain what is there without blocking, up to one batch
             for _ in range(max(1, cfg.stream.max_batch)):
-                try:
-                    frames = pull.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-                except zmq.Again:
+                got = receive_valid(pull, metrics, "engine")
+                if got is None:
                     break
-                t_in = time.time()
-                metrics.touch()
-                try:
-                    msg = P.decode(frames)
-                except P.ProtocolError as exc:
-                    metrics.malformed.inc()
-                    log.warning("engine: malformed message dropped: %s", exc)
-                    continue
+                msg, t_in = got
                 log.debug("engine: %s %s #%s", msg.type, msg.stream, msg.header.get("index", ""))
                 if msg.type == P.STOP:
                     log.info("engine: stop requested; draining")

@@ -131,3 +131,28 @@ class Timer:
     def __exit__(self, *exc: Any) -> None:
         self.elapsed = time.perf_counter() - self.t0
         self.hist.observe(self.elapsed)
+
+
+def receive_valid(sock: Any, metrics: "Metrics", who: str) -> tuple[Any, float] | None:
+    """The next valid message on ``sock`` and its arrival time, or None when none is waiting.
+
+    Every received message is validated; a malformed one is counted
+    (``malformed`` metric), logged and dropped, and the next one is tried, so a
+    worker never dies of one bad message.
+    """
+    import zmq
+
+    from . import protocol as P
+
+    while True:
+        try:
+            frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        t_in = time.time()
+        metrics.touch()
+        try:
+            return P.decode(frames), t_in
+        except P.ProtocolError as exc:
+            metrics.malformed.inc()
+            logging.getLogger(f"stream.{who}").warning("%s: malformed message dropped: %s", who, exc)
