@@ -20,22 +20,11 @@ from engine.model.backbone import build_backbone
 from engine.model.menet import MENet, TemporalDetector
 from engine.model.mfe import MovementFeatureExtractor
 from engine.synthetic import random_spec, write_video
+from small_configs import small_config_text
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY_STREAM = """extends: {tiny}
-name: stream-test
-data:
-  sigma: 4
-  clip_length: 4
-  resize_short: 36
-  crop: [32, 32]
-  window: 32
-model:
-  channels: 16
-  head_samples: 4
-  head_hidden: 16
-stream:
+STREAM_SECTION = """stream:
   hop: 16
   max_batch: 4
   max_wait_ms: 5
@@ -45,7 +34,7 @@ stream:
 
 def write_config(folder: Path, extra: str = "") -> Path:
     path = folder / "stream-test.yaml"
-    path.write_text(TINY_STREAM.format(tiny=REPO / "configs" / "tiny.yaml") + extra)
+    path.write_text(small_config_text("stream-test", STREAM_SECTION + extra))
     return path
 
 

@@ -16,20 +16,9 @@ from engine.synthetic import generate_dataset
 from engine.training.dataset import AnnotationError, WindowDataset
 from engine.training.extract import extract_videos, list_videos
 from engine.training.trainer import train
+from small_configs import small_config_text
 
-SMALL = """extends: {tiny}
-name: small
-data:
-  sigma: 4
-  clip_length: 4
-  resize_short: 36
-  crop: [32, 32]
-  window: 32
-model:
-  channels: 16
-  head_samples: 4
-  head_hidden: 16
-train:
+SMALL_TRAIN = """train:
   batch_size: 4
   epochs: 3
   generalization_epochs: 1
@@ -41,7 +30,7 @@ train:
 @pytest.fixture(scope="module")
 def small_cfg_path(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Path:
     path = tmp_path_factory.mktemp("cfg") / "small.yaml"
-    path.write_text(SMALL.format(tiny=repo_root / "configs" / "tiny.yaml"))
+    path.write_text(small_config_text("small", SMALL_TRAIN))
     return path
 
 

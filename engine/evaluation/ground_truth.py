@@ -14,7 +14,6 @@ them.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -24,7 +23,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from .results_format import EvaluationInputError, Predictions, _obj_array
+from .results_format import EvaluationInputError, Predictions, _obj_array, read_json
 
 PathLike = str | os.PathLike
 
@@ -146,11 +145,7 @@ def load_activitynet_gt(path: PathLike) -> GroundTruth:
     THUMOS class ids default to the sorted label names numbered from 1.
     """
     src = str(path)
-    try:
-        with open(path, "r", encoding="utf-8") as fobj:
-            data = json.load(fobj)
-    except json.JSONDecodeError as exc:
-        raise EvaluationInputError(f"{src}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
         raise EvaluationInputError(f"{src}: missing object 'database' at the top level")
 

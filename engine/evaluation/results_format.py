@@ -81,6 +81,15 @@ def _finite_number(value: Any, where: str) -> float:
 # --------------------------------------------------------------------------- readers
 
 
+def read_json(path: PathLike) -> Any:
+    """Parse a JSON input file; a syntax error names the file, line and column."""
+    try:
+        with open(path, "r", encoding="utf-8") as fobj:
+            return json.load(fobj)
+    except json.JSONDecodeError as exc:
+        raise EvaluationInputError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+
+
 def read_activitynet_results(path: PathLike, require_label: bool = True) -> Predictions:
     """Read an ActivityNet results JSON (mirrors ``ANETdetection._import_prediction``).
 
@@ -89,11 +98,7 @@ def read_activitynet_results(path: PathLike, require_label: bool = True) -> Pred
     (proposal files) ``label`` may be absent and is read as ``""``.
     """
     src = str(path)
-    try:
-        with open(path, "r", encoding="utf-8") as fobj:
-            data = json.load(fobj)
-    except json.JSONDecodeError as exc:
-        raise EvaluationInputError(f"{src}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    data = read_json(path)
     if not isinstance(data, dict) or "results" not in data:
         raise EvaluationInputError(f"{src}: missing key 'results' at the top level")
     results = data["results"]
