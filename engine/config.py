@@ -121,6 +121,15 @@ class StreamConfig:
     shutdown_timeout_s: float = 30.0  # supervisor: wait this long for the flush on SIGINT/SIGTERM
     threads: int = 1  # torch intra-op threads per worker process; 0 = torch default (all cores)
     wait_subscribers: int = 0  # detector holds windows until this many subscribers are connected
+    # pad MFE/MREM batches to max_batch so a snippet's features do not depend on its batch mates
+    # (bit-exact replay after a worker restart): for batches holding file snippets, always, never
+    pad_batches: Literal["files", "always", "never"] = "files"
+    # security (docs/security.md): CURVE on tcp:// endpoints
+    curve_server_secret_file: str | None = None  # server key pair (`menet keys`): enables CURVE on tcp endpoints
+    curve_clients_dir: str | None = None  # allow-list: public keys (*.key) of the clients that may subscribe
+    curve_client_secret_file: str | None = None  # client key pair (menet subscribe, internal connects)
+    curve_server_public_file: str | None = None  # the server's public key (clients)
+    allow_insecure_remote: bool = False  # allow a non-loopback tcp bind without CURVE
 
 
 @dataclass
@@ -298,7 +307,7 @@ def _build(tp: Any, value: Any, key: str, where: _Where) -> Any:
                 return _build(arg, value, key, where)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise errors[0] if len(errors) == 1 else ConfigError(
+        raise ConfigError(errors[0]) if len(errors) == 1 else ConfigError(
             f"{where(key)}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
     if origin is Literal:
         if value not in args:
@@ -403,3 +412,17 @@ def _validate(cfg: MENetConfig, where: _Where) -> None:
         ep = getattr(s, key)
         check(ep is None or ep.startswith(("ipc://", "tcp://", "inproc://")), f"stream.{key}",
               f"must be an ipc://, tcp:// or inproc:// endpoint, got {ep!r}")
+        if ep is not None and ep.startswith("tcp://"):
+            from urllib.parse import urlsplit
+            try:
+                port = urlsplit(ep).port
+            except ValueError:
+                port = None
+            check(port is not None and 0 < port < 65536 and bool(urlsplit(ep).hostname), f"stream.{key}",
+                  f"must be tcp://HOST:PORT with a port in 1..65535, got {ep!r}")
+    check(s.max_wait_ms < 60_000, "stream.max_wait_ms", f"must be < 60000, got {s.max_wait_ms}")
+    check(s.queue_size <= 1_000_000, "stream.queue_size", f"must be <= 1000000, got {s.queue_size}")
+    check(s.capture_queue <= 100_000, "stream.capture_queue", f"must be <= 100000, got {s.capture_queue}")
+    check(s.metrics_port <= 65535 - 3, "stream.metrics_port", f"must be a port number, got {s.metrics_port}")
+    check(s.curve_clients_dir is None or s.curve_server_secret_file is not None, "stream.curve_clients_dir",
+          "needs stream.curve_server_secret_file (the server's key pair)")

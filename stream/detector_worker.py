@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -44,13 +45,16 @@ class _DStream:
     last_start: int
     ids: set[str] = field(default_factory=set)
     last_header: dict[str, Any] = field(default_factory=dict)  # stamps for events released by a flush
+    live: bool = True
+    processed: int = 0  # windows pushed into the merger
 
 
 class DetectorCore:
     """Socket-free detector logic; :attr:`outbox` holds ``(topic, header)`` to publish."""
 
     def __init__(self, cfg: MENetConfig, stages: Any, class_names: list[str] | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, epoch: Callable[[], int] | None = None,
+                 state_dir: str | None = None) -> None:
         self.cfg = cfg
         self.stages = stages
         self.class_names = list(class_names or getattr(stages, "class_names", []) or
@@ -59,6 +63,11 @@ class DetectorCore:
         self.streams: dict[str, _DStream] = {}
         self.outbox: list[tuple[str, dict[str, Any]]] = []
         self.seq = P.Sequencer()
+        from .engine_worker import nonfinite_counter, stale_counter
+        self.epoch = epoch or (lambda: 0)
+        self.state_dir = state_dir
+        self.stale = stale_counter(self.metrics).labels("detector")
+        self.nonfinite = nonfinite_counter(self.metrics)
 
     def _max_lag(self, live: bool) -> float | None:
         mode = self.cfg.stream.merge
@@ -70,6 +79,9 @@ class DetectorCore:
         t_in = time.time() if t_in is None else t_in
         h = msg.header
         t = h["type"]
+        if h.get("epoch") is not None and h["epoch"] < self.epoch():
+            self.stale.inc()  # a file stream's message from before a replay
+            return
         if t == P.WINDOW:
             self._window(h, msg.array(), t_in)
         elif t == P.EOS:
@@ -77,6 +89,7 @@ class DetectorCore:
             if st is not None:
                 self._publish(h["stream"], st, st.merger.flush(), None)
             self._republish(h)
+            self._mark_ended(h["stream"])
         elif t in (P.STATUS, P.GAP):
             self._republish(h)
         elif t == P.STOP:
@@ -90,12 +103,39 @@ class DetectorCore:
             st = self.streams.pop(sid)
             self._publish(sid, st, st.merger.flush(), None)
 
+    def _mark_ended(self, sid: str) -> None:
+        """Tell the supervisor this stream is complete (no replay needed after a restart)."""
+        if self.state_dir:
+            try:
+                folder = os.path.join(self.state_dir, "ended")
+                os.makedirs(folder, exist_ok=True)
+                with open(os.path.join(folder, sid), "w") as f:
+                    f.write(str(self.epoch()))
+            except OSError as exc:
+                log.warning("detector: cannot write the end marker of %s: %s", sid, exc)
+
     def _republish(self, h: dict[str, Any]) -> None:
         self.outbox.append((h["stream"], {**h, "seq": self.seq()}))
 
     def _window(self, h: dict[str, Any], feat: np.ndarray, t_in: float) -> None:
         sid = h["stream"]
         st = self.streams.get(sid)
+        live = bool(h.get("live"))
+        if not live:
+            # file stream: windows are taken up from the stream's first window only, once each
+            # (after a worker restart the stream is replayed from snippet 0; see docs/streaming.md)
+            if (st is None and h["start"] != 0) or (st is not None and st.processed and h["start"] <= st.last_start):
+                self.stale.inc()
+                return
+        if feat.shape[1] != self.cfg.data.window:
+            self.metrics.malformed.inc()
+            log.warning("%s: window of shape %s dropped (window length %d expected)", sid, feat.shape,
+                        self.cfg.data.window)
+            return
+        if not np.isfinite(feat).all():
+            self.nonfinite.labels("detect").inc()
+            log.warning("%s: window at %d has NaN/inf features: dropped", sid, h["start"])
+            return
         if st is not None and h["start"] < st.last_start:
             log.info("%s: window start went back (%d < %d): new merge segment", sid, h["start"], st.last_start)
             self._publish(sid, st, st.merger.flush(), None)
@@ -103,14 +143,20 @@ class DetectorCore:
         if st is None:
             st = self.streams[sid] = _DStream(
                 StreamMerger(h["sps"], self.cfg.inference, None, max_lag=self._max_lag(bool(h.get("live")))),
-                h["start"])
+                h["start"], live=live)
         st.last_start = h["start"]
+        st.processed += 1
         st.last_header = h
         if h["duration"] is not None:
             st.merger.video_duration = float(h["duration"])
         m = self.metrics
-        with Timer(m.stage_latency.labels("detect")):
-            levels = self.stages.detect(feat[None])
+        try:
+            with Timer(m.stage_latency.labels("detect")):
+                levels = self.stages.detect(feat[None])
+        except Exception as exc:  # noqa: BLE001 - e.g. a window with the wrong channel count
+            self.metrics.malformed.inc()
+            log.warning("%s: window at %d rejected by the detector stage: %s", sid, h["start"], exc)
+            return
         with Timer(m.stage_latency.labels("decode")):
             props = decode_window(levels, self.stages.heads, self.cfg, batch_index=0, top_labels=1,
                                   valid_length=h["valid"])
@@ -133,6 +179,9 @@ class DetectorCore:
         t_ref, t_cap = h.get("t_stream_ref", 0.0), h.get("t_capture", now)
         for (s, e), score, lab in zip(dets.segments, dets.scores, dets.labels):
             s, e, lab = float(s), float(e), int(lab)
+            if not (np.isfinite(s) and np.isfinite(e) and np.isfinite(score) and e >= s):
+                self.nonfinite.labels("event").inc()
+                continue
             key = f"{sid}|{lab}|{s:.4f}|{e:.4f}"
             eid = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
             k = 2
@@ -152,7 +201,8 @@ class DetectorCore:
 
 
 def detector_main(cfg: MENetConfig, checkpoint: str | None, window_endpoint: str, event_endpoint: str,
-                  metrics_port: int = 0, log_level: int = logging.INFO) -> None:
+                  metrics_port: int = 0, log_level: int = logging.INFO, epoch: Any = None,
+                  state_dir: str | None = None) -> None:
     """Process entry point (spawned by the supervisor)."""
     import zmq
 
@@ -166,14 +216,18 @@ def detector_main(cfg: MENetConfig, checkpoint: str | None, window_endpoint: str
         torch.set_num_threads(cfg.stream.threads)
     metrics = Metrics("detector")
     stages = Stages(cfg, checkpoint, cfg.stream.device, cfg.stream.engine_dir)
-    core = DetectorCore(cfg, stages, stages.class_names, metrics)
+    core = DetectorCore(cfg, stages, stages.class_names, metrics,
+                        epoch=(lambda: epoch.value) if epoch is not None else None, state_dir=state_dir)
+    from .security import Transport
     ctx = zmq.Context()
+    transport = Transport(cfg.stream, ctx)
     hwm = cfg.stream.queue_size
-    pull = P.socket(ctx, zmq.PULL, window_endpoint, bind=False, hwm=hwm)
+    pull = transport.socket(zmq.PULL, window_endpoint, bind=False, hwm=hwm)
     pub = ctx.socket(zmq.XPUB)
     pub.setsockopt(zmq.SNDHWM, max(hwm, 1000))
     pub.setsockopt(zmq.LINGER, 2000)
     pub.setsockopt(zmq.XPUB_VERBOSE, 1)
+    transport.secure(pub, event_endpoint, bind=True)
     P.ensure_ipc_dir(event_endpoint)
     pub.bind(event_endpoint)
     subscribers = 0
@@ -219,5 +273,6 @@ def detector_main(cfg: MENetConfig, checkpoint: str | None, window_endpoint: str
     time.sleep(0.2)  # let the last events leave
     pull.close()
     pub.close()
+    transport.close()
     ctx.term()
     sys.exit(0)

@@ -27,7 +27,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -90,6 +90,8 @@ class Stages:
         self.model, self.class_names = load_model(cfg, checkpoint)
         self.heads = copy.deepcopy(self.model.detector.heads).float().eval()
         self.feature_channels = self.model.mfe.out_channels
+        d = cfg.data
+        self.clip_shape = [d.clip_length, d.crop[0], d.crop[1], 3]
         selection = select_backend(cfg, engine_dir, device=device)
         if selection.backend == "pytorch":
             self.backend = TorchBackend(cfg, self.model, selection.device, selection.precision)
@@ -125,6 +127,7 @@ class _Stream:
     tail_at: int | None = None  # local index of a clamped (end-of-segment) snippet, if it is the newest
     window_index: int = 0
     last_stamp: tuple[float, float] = (0.0, 0.0)
+    epoch: int = 0  # replay epoch of a file stream (docs/streaming.md, "Worker restarts")
 
     @property
     def sps(self) -> float:
@@ -145,11 +148,43 @@ class _Ready:
     features: np.ndarray  # [C_feat, W]
 
 
+def extra_counter(metrics: Metrics, name: str, doc: str, labels: tuple[str, ...] = ()) -> Any:
+    """A counter on ``metrics``' registry, created once per Metrics object."""
+    from prometheus_client import Counter
+
+    cache = metrics.__dict__.setdefault("_extra", {})
+    if name not in cache:
+        cache[name] = Counter(name, doc, list(labels), registry=metrics.registry)
+    return cache[name]
+
+
+def stale_counter(metrics: Metrics) -> Any:
+    return extra_counter(metrics, "menet_stale_messages", "messages dropped as stale: older replay epoch, "
+                         "replayed windows already processed, file snippets before the replay", ("who",))
+
+
+def nonfinite_counter(metrics: Metrics) -> Any:
+    return extra_counter(metrics, "menet_nonfinite", "snippet features zeroed / windows dropped for NaN or inf",
+                         ("stage",))
+
+
+def pad_batch(x: np.ndarray, size: int) -> np.ndarray:
+    """``x`` padded with zeros to ``size`` rows (batch-composition-independent results)."""
+    if len(x) >= size:
+        return x
+    return np.concatenate([x, np.zeros((size - len(x),) + x.shape[1:], x.dtype)])
+
+
 class EngineCore:
     """Socket-free engine logic: feed messages with :meth:`handle`, run :meth:`run_batch`,
-    collect outgoing messages from :attr:`outbox`."""
+    collect outgoing messages from :attr:`outbox`.
 
-    def __init__(self, cfg: MENetConfig, stages: Any, metrics: Metrics | None = None) -> None:
+    ``epoch``: the run's current replay epoch (a callable; default 0). File-stream
+    messages stamped with an older epoch are stale and dropped (a worker restart
+    made the file grabbers replay from snippet 0 with a new epoch)."""
+
+    def __init__(self, cfg: MENetConfig, stages: Any, metrics: Metrics | None = None,
+                 epoch: Callable[[], int] | None = None) -> None:
         if cfg.data.mode != "thumos":
             raise ValueError("online detection needs sliding windows (data.mode: thumos)")
         self.cfg = cfg
@@ -165,13 +200,32 @@ class EngineCore:
         self.ready: list[_Ready] = []
         self.outbox: list[list[Any]] = []
         self.seq = P.Sequencer()
+        self.epoch = epoch or (lambda: 0)
+        # the clip shape the stages run on ([clip_length, crop_h, crop_w, 3]); stages that do not say
+        # take the first snippet's shape
+        self.clip_shape: list[int] | None = getattr(stages, "clip_shape", None)
+        self.stale = stale_counter(self.metrics).labels("engine")
+        self.nonfinite = nonfinite_counter(self.metrics)
 
     # ------------------------------------------------------------ messages
+
+    def _is_stale(self, h: dict[str, Any]) -> bool:
+        ep = h.get("epoch")
+        if ep is None:
+            return False
+        st = self.streams.get(h.get("stream", ""))
+        if ep < self.epoch() or (st is not None and ep < st.epoch):
+            self.stale.inc()
+            log.debug("engine: stale %s of %s (epoch %d) dropped", h["type"], h.get("stream"), ep)
+            return True
+        return False
 
     def handle(self, msg: P.Message, t_in: float | None = None) -> None:
         t_in = time.time() if t_in is None else t_in
         h = msg.header
         t = h["type"]
+        if self._is_stale(h):
+            return
         if t == P.SNIPPET:
             self._snippet(h, msg.array(), t_in)
             return
@@ -197,10 +251,32 @@ class EngineCore:
         self.outbox.append(P.encode({**h, "seq": self.seq()}))
 
     def _snippet(self, h: dict[str, Any], clip: np.ndarray, t_in: float) -> None:
+        d = self.cfg.data
+        want = self.clip_shape or list(h["shape"])
+        self.clip_shape = want
+        if list(h["shape"]) != want or h["sigma"] != d.sigma:
+            # valid on the wire but not what this model runs on (another config's grabber?): one such
+            # snippet in a batch would fail the whole batch, so it never gets in
+            self.metrics.malformed.inc()
+            log.warning("%s: snippet of shape %s, sigma %s dropped (this engine needs %s, sigma %d)",
+                        h["stream"], h["shape"], h["sigma"], want, d.sigma)
+            return
         sid = h["stream"]
         st = self.streams.get(sid)
+        ep = h.get("epoch")
+        if st is not None and ep is not None and ep > st.epoch:
+            # a replay from snippet 0: forget the stream's state (no flush: its windows were partial)
+            log.info("%s: replay (epoch %d): the stream starts again from snippet %d", sid, ep, h["index"])
+            self.pending = [p for p in self.pending if p[0] is not st]
+            del self.streams[sid]
+            st = None
         if st is None:
-            st = self.streams[sid] = _Stream(sid, h["fps"], h["sigma"], h["live"], base=h["index"])
+            if not h["live"] and h["index"] != 0:
+                # a file stream is only taken up at its first snippet (a restarted engine waits for the replay)
+                self.stale.inc()
+                return
+            st = self.streams[sid] = _Stream(sid, h["fps"], h["sigma"], h["live"], base=h["index"],
+                                             epoch=ep or 0)
         idx = h["index"]
         if idx < st.expected:
             if idx == 0:  # the source restarted from the beginning
@@ -251,8 +327,19 @@ class EngineCore:
             batch, self.pending = self.pending, []
             m = self.metrics
             m.batch_size.labels("mfe").observe(len(batch))
+            clips = np.stack([clip for _, _, clip, _ in batch])
+            if self._pad(any(not st.live for st, _, _, _ in batch)):
+                clips = pad_batch(clips, self.cfg.stream.max_batch)
             with Timer(m.stage_latency.labels("mfe")):
-                feats = self.stages.mfe(np.stack([clip for _, _, clip, _ in batch]))
+                feats = np.asarray(self.stages.mfe(clips))[:len(batch)]
+            bad = ~np.isfinite(feats.reshape(len(feats), -1)).all(axis=1)
+            if bad.any():
+                # a non-finite snippet feature would poison every window holding it: zero it (the value
+                # of a missing snippet) and count it
+                feats = feats.copy()
+                feats[bad] = 0.0
+                self.nonfinite.labels("mfe").inc(int(bad.sum()))
+                log.warning("engine: %d snippet feature(s) with NaN/inf zeroed", int(bad.sum()))
             # local slots were reserved on arrival (control messages run the batch first,
             # so a stream's segment never changes while its snippets wait here)
             touched: dict[int, _Stream] = {}
@@ -262,6 +349,10 @@ class EngineCore:
             for st in touched.values():
                 self._stream_windows(st)
         self._flush_windows()
+
+    def _pad(self, has_file: bool) -> bool:
+        mode = self.cfg.stream.pad_batches
+        return mode == "always" or (mode == "files" and has_file)
 
     # ------------------------------------------------------------ windows
 
@@ -337,11 +428,19 @@ class EngineCore:
         for i in range(0, len(ready), max(1, self.cfg.stream.max_batch)):
             chunk = ready[i:i + self.cfg.stream.max_batch]
             m.batch_size.labels("mrem").observe(len(chunk))
+            wins = np.stack([r.features for r in chunk])
+            if self._pad(any(not r.stream.live for r in chunk)):
+                wins = pad_batch(wins, self.cfg.stream.max_batch)
             with Timer(m.stage_latency.labels("mrem")):
-                rel = self.stages.mrem(np.stack([r.features for r in chunk]))
+                rel = np.asarray(self.stages.mrem(wins))[:len(chunk)]
             now = time.time()
             for r, feat in zip(chunk, rel):
                 st = r.stream
+                if not np.isfinite(feat).all():
+                    self.nonfinite.labels("mrem").inc()
+                    log.warning("%s: window at %d has NaN/inf features: dropped", st.id, st.base + r.start)
+                    st.window_index += 1
+                    continue
                 last = r.start + r.valid - 1
                 t_capture, t_in = st.stamps.get(last, st.last_stamp)
                 feat = np.ascontiguousarray(feat, np.float32)
@@ -350,6 +449,8 @@ class EngineCore:
                     valid=r.valid, sps=st.sps, final=r.final, duration=r.duration, live=st.live,
                     shape=list(feat.shape), dtype="float32", t_stream_ref=(st.base + last + 1) * st.sps,
                     t_capture=t_capture, t_engine_in=t_in, t_window=now)
+                if not st.live:
+                    header["epoch"] = st.epoch
                 st.window_index += 1
                 self.outbox.append(P.encode(header, (feat,)))
                 m.windows.labels(st.id).inc()
@@ -359,7 +460,8 @@ class EngineCore:
 
 
 def engine_main(cfg: MENetConfig, checkpoint: str | None, snippet_endpoint: str, window_endpoint: str,
-                metrics_port: int = 0, log_level: int = logging.INFO, release: Any = None) -> None:
+                metrics_port: int = 0, log_level: int = logging.INFO, release: Any = None,
+                epoch: Any = None) -> None:
     """Process entry point (spawned by the supervisor).
 
     Stops on SIGTERM or on a ``stop`` message (after draining its queue): flushes
@@ -375,11 +477,13 @@ def engine_main(cfg: MENetConfig, checkpoint: str | None, snippet_endpoint: str,
         torch.set_num_threads(cfg.stream.threads)
     metrics = Metrics("engine")
     stages = Stages(cfg, checkpoint, cfg.stream.device, cfg.stream.engine_dir)
-    core = EngineCore(cfg, stages, metrics)
+    core = EngineCore(cfg, stages, metrics, epoch=(lambda: epoch.value) if epoch is not None else None)
+    from .security import Transport
     ctx = zmq.Context()
+    transport = Transport(cfg.stream, ctx)
     hwm = cfg.stream.queue_size
-    pull = P.socket(ctx, zmq.PULL, snippet_endpoint, bind=True, hwm=hwm)
-    push = P.socket(ctx, zmq.PUSH, window_endpoint, bind=True, hwm=hwm, linger_ms=10000)
+    pull = transport.socket(zmq.PULL, snippet_endpoint, bind=True, hwm=hwm)
+    push = transport.socket(zmq.PUSH, window_endpoint, bind=True, hwm=hwm, linger_ms=10000)
     push.setsockopt(zmq.SNDTIMEO, 200)
     metrics.set_health(lambda: {"streams": sorted(core.streams), "pending": len(core.pending)})
     metrics.serve(metrics_port)
@@ -402,6 +506,15 @@ def engine_main(cfg: MENetConfig, checkpoint: str | None, snippet_endpoint: str,
     while True:
         left = core.wait_left()
         timeout = 200 if left is None else max(0, int(left * 1000))
+        if len(core.outbox) >= hwm:
+            # the detector lags (or is restarting): stop taking snippets, so memory stays bounded and
+            # files get back-pressure (live grabbers drop whole snippets and announce gaps)
+            send_out()
+            time.sleep(0.01)
+            events = {}
+            if stop.is_set():
+                break
+            continue
         events = dict(poller.poll(timeout))
         if pull in events:
             # drain what is there without blocking, up to one batch
@@ -441,5 +554,6 @@ def engine_main(cfg: MENetConfig, checkpoint: str | None, snippet_endpoint: str,
     log.info("engine: stopped")
     pull.close()
     push.close()
+    transport.close()
     ctx.term()
     sys.exit(0)

@@ -20,12 +20,14 @@ wall clock. End of stream sends ``eos`` with the snippet and frame counts.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
 import time
 from typing import Any, Callable
 
+import cv2
 import numpy as np
 
 from engine.config import MENetConfig
@@ -43,9 +45,42 @@ Send = Callable[[list[Any], bool], bool]  # (frames, block) -> sent?
 EXIT_SOURCE_ERROR = 3
 
 
+class ReplayRequested(Exception):
+    """The supervisor asked for a replay (a core worker restarted): stop this pass."""
+
+
+def sanitize_frame(image: Any) -> np.ndarray | None:
+    """A decoded frame as BGR uint8 [H, W, 3], or None when it cannot be one.
+
+    Grey [H, W] / [H, W, 1] and BGRA [H, W, 4] frames are converted; 16-bit frames
+    are scaled to 8 bits; empty, 1-pixel-wide, non-image or other-channel frames are refused.
+    """
+    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
+        return None
+    if image.shape[0] < 2 or image.shape[1] < 2:
+        return None
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        if not np.issubdtype(image.dtype, np.number):
+            return None
+        image = np.nan_to_num(image.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_BGRA2BGR)
+    if image.shape[2] == 3:
+        return image
+    return None
+
+
 class Grabber:
     def __init__(self, cfg: MENetConfig, stream_id: str, source: Source, send: Send,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, epoch: int | None = None,
+                 abort: Callable[[], bool] | None = None) -> None:
         self.cfg = cfg
         self.stream = stream_id
         self.source = source
@@ -68,10 +103,16 @@ class Grabber:
         self.frames = 0
         self._frames_dropped_seen = 0
         self.last_capture = time.time()
+        # replay epoch, stamped on a file stream's messages (None: live, never replayed)
+        self.epoch = None if source.live else (epoch or 0)
+        self.abort = abort or (lambda: False)
+        self.bad_frames = 0
 
     # ------------------------------------------------------------ sending
 
     def _msg(self, type_: str, buffers: tuple = (), **fields: Any) -> list[Any]:
+        if self.epoch is not None:
+            fields["epoch"] = self.epoch
         return P.encode(P.make_header(type_, self.seq(), stream=self.stream, **fields), buffers)
 
     def _control(self, msg: list[Any]) -> None:
@@ -123,6 +164,8 @@ class Grabber:
                 self.gap[1] += 1
                 return
         elif not self.send(msg, True):
+            if self.abort():
+                raise ReplayRequested()
             raise RuntimeError("send failed while stopping")
         self.sent += 1
         self.metrics.snippets.labels(self.stream).inc()
@@ -156,7 +199,19 @@ class Grabber:
         ended_by_source = False
         for item in self.source.items(stop):
             self.metrics.touch()
+            if self.abort():
+                raise ReplayRequested()
             if isinstance(item, FrameItem):
+                image = sanitize_frame(item.image)
+                if image is None:
+                    self.bad_frames += 1
+                    self.metrics.frames_dropped.labels(self.stream).inc()
+                    if self.bad_frames in (1, 10, 100) or self.bad_frames % 1000 == 0:
+                        log.warning("%s: unusable frame (%s %s) dropped (%d so far)", self.stream,
+                                    getattr(item.image, "dtype", type(item.image).__name__),
+                                    getattr(item.image, "shape", ""), self.bad_frames)
+                    continue
+                item.image = image
                 if not self.fps:
                     self.fps = self.source.fps or self.cfg.stream.fps_fallback
                 self.last_capture = item.t_capture
@@ -195,12 +250,14 @@ class Grabber:
 class ZmqSender:
     """``send(frames, block)`` over a PUSH socket; blocking sends give up 5 s after ``stop``."""
 
-    def __init__(self, sock: Any, stop: threading.Event, grace_s: float = 5.0) -> None:
+    def __init__(self, sock: Any, stop: threading.Event, grace_s: float = 5.0,
+                 abort: Callable[[], bool] | None = None) -> None:
         import zmq
         self.zmq = zmq
         self.sock = sock
         self.stop = stop
         self.grace_s = grace_s
+        self.abort = abort or (lambda: False)
         sock.setsockopt(zmq.SNDTIMEO, 200)
 
     def __call__(self, frames: list[Any], block: bool) -> bool:
@@ -217,6 +274,8 @@ class ZmqSender:
                 self.sock.send_multipart(frames, copy=False)
                 return True
             except zmq.Again:
+                if self.abort():
+                    return False
                 if self.stop.is_set():
                     stopped_at = stopped_at or time.time()
                     if time.time() - stopped_at > self.grace_s:
@@ -251,13 +310,28 @@ def linger_until_released(release: Any, timeout_s: float) -> None:
         time.sleep(min(timeout_s, 2.0))
 
 
+def stream_ended(state_dir: str | None, stream_id: str) -> bool:
+    """The detector has published this stream's end (its marker file exists)."""
+    return bool(state_dir) and os.path.exists(os.path.join(state_dir, "ended", stream_id))
+
+
 def grabber_main(cfg: MENetConfig, stream_id: str, uri: str, endpoint: str, metrics_port: int = 0,
-                 log_level: int = logging.INFO, done: Any = None, release: Any = None) -> None:
+                 log_level: int = logging.INFO, done: Any = None, release: Any = None, epoch: Any = None,
+                 state_dir: str | None = None) -> None:
     """Process entry point (spawned by the supervisor).
 
     ``done`` (an Event) is set once the EOS is sent; the process then lingers until
-    ``release`` is set (see :func:`linger_until_released`)."""
+    ``release`` is set (see :func:`linger_until_released`).
+
+    Replay (file sources): ``epoch`` is the run's shared replay epoch. When the
+    supervisor raises it (the engine or detector was restarted and lost the stream's
+    in-flight state), the grabber reopens the file and sends it again from snippet 0,
+    stamped with the new epoch, unless the detector already marked the stream ended
+    (``state_dir``/ended/ID). Receivers drop older-epoch messages and windows already
+    processed; events keep their ids, so a subscriber drops the repeats."""
     import zmq
+
+    from .security import Transport
 
     setup_logging(log_level)
     stop = threading.Event()
@@ -269,16 +343,48 @@ def grabber_main(cfg: MENetConfig, stream_id: str, uri: str, endpoint: str, metr
         log.error("%s: %s", stream_id, exc)
         sys.exit(EXIT_SOURCE_ERROR)
     ctx = zmq.Context()
-    sock = P.socket(ctx, zmq.PUSH, endpoint, bind=False, hwm=cfg.stream.queue_size, linger_ms=5000)
-    grabber = Grabber(cfg, stream_id, source, ZmqSender(sock, stop), metrics)
+    transport = Transport(cfg.stream, ctx)
+    sock = transport.socket(zmq.PUSH, endpoint, bind=False, hwm=cfg.stream.queue_size, linger_ms=5000)
+    replayable = not source.live and epoch is not None
+    my_epoch = epoch.value if replayable else 0
+
+    def replay_due() -> bool:
+        return replayable and epoch.value != my_epoch and not stream_ended(state_dir, stream_id)
+
+    sender = ZmqSender(sock, stop, abort=replay_due)
+    grabber = Grabber(cfg, stream_id, source, sender, metrics, epoch=my_epoch, abort=replay_due)
     metrics.set_health(lambda: {"stream": stream_id, "live": source.live, "frames": grabber.frames,
                                 "snippets": grabber.sent, "dropped": grabber.dropped,
                                 "status": "ok" if time.time() - metrics.last_activity < 30 else "degraded"})
     metrics.serve(metrics_port)
-    code = grabber.run(stop)
-    if done is not None:
-        done.set()
-    linger_until_released(release, cfg.stream.shutdown_timeout_s + 10)
+    code = 0
+    while True:
+        try:
+            code = grabber.run(stop)
+            if done is not None:
+                done.set()
+            # linger until released; a replay request while lingering sends the file again
+            deadline = time.monotonic() + cfg.stream.shutdown_timeout_s + 10 if release is None else None
+            while not (release is not None and release.is_set()) and not replay_due():
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+                if release is not None:
+                    release.wait(0.1)
+                else:
+                    time.sleep(0.1)
+            if not replay_due():
+                break
+        except ReplayRequested:
+            pass
+        my_epoch = epoch.value
+        if done is not None:
+            done.clear()
+        log.warning("%s: replaying the file from snippet 0 (epoch %d)", stream_id, my_epoch)
+        source.close()
+        source = open_source(uri, cfg.stream)
+        grabber = Grabber(cfg, stream_id, source, sender, metrics, epoch=my_epoch, abort=replay_due)
+        grabber.seq = P.Sequencer()
     sock.close()
+    transport.close()
     ctx.term()
     sys.exit(code)

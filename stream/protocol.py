@@ -29,6 +29,7 @@ STATES = ("connecting", "live", "stalled", "reconnecting", "ended", "error")
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_STREAM_ID = 128
+MAX_PAYLOAD_BYTES = 512 * 1024 * 1024  # a declared shape beyond this is rejected before any allocation
 
 
 class ProtocolError(ValueError):
@@ -99,7 +100,13 @@ def _stream_id(x: Any) -> bool:
 
 
 def _shape(x: Any) -> bool:
-    return isinstance(x, list) and 1 <= len(x) <= 8 and all(_pos_int(v) for v in x)
+    return (isinstance(x, list) and 1 <= len(x) <= 8 and all(_pos_int(v) and v <= 2 ** 31 for v in x)
+            and math.prod(x) * 4 <= MAX_PAYLOAD_BYTES)
+
+
+# Replay epoch (non-live streams only, optional): a worker restart makes file grabbers resend
+# their stream from snippet 0 with a higher epoch; receivers drop messages of older epochs.
+_EPOCH: "Field" = ("epoch", lambda x: _nonneg_int(x), False, "replay epoch (int >= 0), file streams")
 
 
 Field = tuple[str, Callable[[Any], bool], bool, str]  # name, check, required, description
@@ -123,6 +130,7 @@ SCHEMA: dict[str, list[Field]] = {
         ("live", _bool, True, "bool"),
         ("tail", _bool, False, "bool: clip clamped at the stream end"),
         ("t_sent", _opt(_num), False, "send clock"),
+        _EPOCH,
     ],
     GAP: [
         ("stream", _stream_id, True, "stream id"),
@@ -130,6 +138,7 @@ SCHEMA: dict[str, list[Field]] = {
         ("count", _pos_int, True, "missing snippets >= 1"),
         ("reason", _str, True, "'dropped' or 'reconnect'"),
         ("t_capture", _opt(_num), False, "clock"),
+        _EPOCH,
     ],
     EOS: [
         ("stream", _stream_id, True, "stream id"),
@@ -137,6 +146,7 @@ SCHEMA: dict[str, list[Field]] = {
         ("n_frames", _opt(_nonneg_int), False, "frames in the stream"),
         ("duration", _opt(_nonneg_num), False, "seconds"),
         ("reason", _str, False, "why"),
+        _EPOCH,
     ],
     WINDOW: [
         ("stream", _stream_id, True, "stream id"),
@@ -152,6 +162,7 @@ SCHEMA: dict[str, list[Field]] = {
         ("t_capture", _num, True, "capture clock of the newest snippet"),
         ("t_engine_in", _num, True, "engine receive clock of the newest snippet"),
         ("t_window", _num, True, "engine send clock"),
+        _EPOCH,
     ],
     EVENT: [
         ("stream", _stream_id, True, "stream id"),
@@ -178,6 +189,7 @@ SCHEMA: dict[str, list[Field]] = {
         ("t", _num, True, "clock"),
         ("counters", _opt(lambda x: isinstance(x, dict) and all(isinstance(k, str) and _num(v) for k, v in x.items())),
          False, "map name -> number"),
+        _EPOCH,
     ],
     STOP: [("reason", _str, False, "why")],
 }

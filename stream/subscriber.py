@@ -6,6 +6,7 @@ topic), read ``[topic, msgpack header]`` messages.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from typing import Any, Iterator
@@ -23,14 +24,26 @@ class Subscriber:
     ``streams``: stream ids to receive (``None``: all). ``types``: message types
     kept (default: every type; events, status, gap and eos are published).
     Malformed messages are counted in :attr:`malformed` and dropped with a log line.
+
+    ``dedup``: drop an event whose ``event_id`` was already received (ids are stable:
+    after a worker restart the pipeline may send an event again, see docs/streaming.md);
+    the last ``dedup_size`` ids are remembered; repeats are counted in :attr:`duplicates`.
+    ``curve``: (client public, client secret, server public) keys for a CURVE endpoint.
     """
 
     def __init__(self, endpoint: str, streams: list[str] | None = None, types: tuple[str, ...] | None = None,
-                 hwm: int = 100000) -> None:
+                 hwm: int = 100000, dedup: bool = True, dedup_size: int = 100000,
+                 curve: tuple[bytes, bytes, bytes] | None = None) -> None:
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.RCVHWM, hwm)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            self.sock.curve_publickey, self.sock.curve_secretkey, self.sock.curve_serverkey = curve
+        self.dedup = dedup
+        self.dedup_size = dedup_size
+        self.seen: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
+        self.duplicates = 0
         self.streams = set(streams) if streams else None
         for topic in (streams or [""]):
             self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
@@ -57,6 +70,14 @@ class Subscriber:
                 continue  # prefix match of another stream id
             if self.types is not None and msg.type not in self.types:
                 continue
+            if self.dedup and msg.type == P.EVENT:
+                key = (msg.header["stream"], msg.header["event_id"])
+                if key in self.seen:
+                    self.duplicates += 1
+                    continue
+                self.seen[key] = None
+                if len(self.seen) > self.dedup_size:
+                    self.seen.popitem(last=False)
             return msg
 
     def __iter__(self) -> Iterator[P.Message]:

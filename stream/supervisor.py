@@ -29,6 +29,7 @@ import shutil
 import signal
 import tempfile
 import time
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -100,6 +101,9 @@ class Supervisor:
         self.endpoints: Endpoints | None = None
         self._zctx: Any = None
         self._push: Any = None
+        self._transport: Any = None
+        self.epoch = self.ctx.Value("i", 0)  # replay epoch shared with every worker (docs/streaming.md)
+        self.state_dir: str | None = None
 
     # ------------------------------------------------------------ start
 
@@ -115,6 +119,18 @@ class Supervisor:
                 load_checkpoint(self.checkpoint, expect=self.cfg)
             except CheckpointError as exc:
                 raise StartError(str(exc)) from exc
+        from .security import SecurityError, Transport, check_bind
+        s = self.cfg.stream
+        try:
+            for ep in (s.event_endpoint, s.snippet_endpoint, s.window_endpoint):
+                if ep:
+                    check_bind(s, ep)
+            if s.curve_server_secret_file:
+                Transport(s, None)  # the key pair loads
+            if s.curve_clients_dir and not os.path.isdir(s.curve_clients_dir):
+                raise SecurityError(f"stream.curve_clients_dir {s.curve_clients_dir}: no such directory")
+        except SecurityError as exc:
+            raise StartError(str(exc)) from exc
         for sid, uri in self.sources:
             try:
                 probe_source(uri, self.cfg.stream)
@@ -132,10 +148,11 @@ class Supervisor:
         engine_release = c.Event()
         self.workers = [
             Worker("detector", "detector", detector_main,
-                   (self.cfg, self.checkpoint, ep.windows, ep.events, self._port(1), self.log_level)),
+                   (self.cfg, self.checkpoint, ep.windows, ep.events, self._port(1), self.log_level,
+                    self.epoch, self.state_dir)),
             Worker("engine", "engine", engine_main,
                    (self.cfg, self.checkpoint, ep.snippets, ep.windows, self._port(2), self.log_level,
-                    engine_release), release=engine_release),
+                    engine_release, self.epoch), release=engine_release),
         ]
         for i, (sid, uri) in enumerate(self.sources):
             kind = source_kind(uri)
@@ -143,7 +160,7 @@ class Supervisor:
             done, release = c.Event(), c.Event()
             self.workers.append(Worker(f"grabber:{sid}", "grabber", grabber_main,
                                        (self.cfg, sid, uri, ep.snippets, self._port(3 + i), self.log_level,
-                                        done, release),
+                                        done, release, self.epoch, self.state_dir),
                                        restart=live, stream=sid, done=done, release=release))
 
     def _start(self, w: Worker) -> None:
@@ -158,10 +175,12 @@ class Supervisor:
     def _send(self, header: dict[str, Any]) -> None:
         import zmq
         if self._push is None:
+            from .security import Transport
             self._zctx = zmq.Context()
             assert self.endpoints is not None
-            self._push = P.socket(self._zctx, zmq.PUSH, self.endpoints.snippets, bind=False,
-                                  hwm=self.cfg.stream.queue_size, linger_ms=2000)
+            self._transport = Transport(self.cfg.stream, self._zctx)
+            self._push = self._transport.socket(zmq.PUSH, self.endpoints.snippets, bind=False,
+                                                hwm=self.cfg.stream.queue_size, linger_ms=2000)
             self._push.setsockopt(zmq.SNDTIMEO, 2000)
         try:
             self._push.send_multipart(P.encode(header))
@@ -185,6 +204,7 @@ class Supervisor:
         """Check, start, supervise, stop; returns the exit status."""
         self.check()
         self.endpoints = resolve_endpoints(self.cfg)
+        self.state_dir = tempfile.mkdtemp(prefix="menet-state-")
         prev = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.metrics.set_health(self.health)
@@ -202,14 +222,34 @@ class Supervisor:
                 signal.signal(s, h)
             if self._push is not None:
                 self._push.close(linger=0)
+                self._transport.close()
                 self._zctx.term()
+            if self.state_dir:
+                shutil.rmtree(self.state_dir, ignore_errors=True)
             self.metrics.close()
             if self.endpoints and self.endpoints.tmpdir:
                 shutil.rmtree(self.endpoints.tmpdir, ignore_errors=True)
 
+    def _ended(self, stream: str | None) -> bool:
+        return bool(self.state_dir and stream and os.path.exists(os.path.join(self.state_dir, "ended", stream)))
+
+    def _request_replay(self, why: str) -> None:
+        """A core worker lost its in-flight state: file streams not yet ended are sent again."""
+        pending = [w.stream for w in self.workers if w.role == "grabber" and not w.restart and not w.failed
+                   and not self._ended(w.stream)]
+        with self.epoch.get_lock():
+            self.epoch.value += 1
+        for w in self.workers:
+            if w.role == "grabber" and w.stream in pending and w.proc is not None:
+                w.finished = False  # it sends its file again
+        if pending:
+            log.warning("%s: replaying file stream(s) %s from snippet 0 (epoch %d)", why, ", ".join(pending),
+                        self.epoch.value)
+
     def _supervise(self) -> bool:
         failed = False
         s = self.cfg.stream
+        all_done_at: float | None = None
         while not self.stop_requested:
             now = time.monotonic()
             for w in self.workers:
@@ -238,6 +278,8 @@ class Supervisor:
                     log.error("%s exited with status %s; ending stream %s", w.name, code, w.stream)
                     self._send(P.make_header(P.EOS, 0, stream=w.stream, n_snippets=None, reason="grabber failed"))
                     continue
+                if w.role in ("engine", "detector"):
+                    self._request_replay(f"{w.name} died")
                 if now - w.started_at > s.restart_max_s:
                     w.restarts = 0
                 delay = min(s.restart_min_s * 2 ** w.restarts, s.restart_max_s)
@@ -246,9 +288,19 @@ class Supervisor:
                 self.metrics.restarts.labels(w.name).inc()
                 log.error("%s exited with status %s; restarting in %.1f s", w.name, code, delay)
             grabbers = [w for w in self.workers if w.role == "grabber"]
+            for w in grabbers:  # a file grabber replaying after a restart is busy again
+                if w.finished and w.done is not None and w.proc is not None and not w.done.is_set():
+                    w.finished = False
             if grabbers and all(w.finished for w in grabbers):
-                log.info("every source has ended")
-                break
+                # wait (bounded) until the detector has published the end of every file stream, so a
+                # core worker that dies meanwhile is still restarted and the streams replayed
+                all_done_at = all_done_at or now
+                files = [w.stream for w in grabbers if not w.restart and not w.failed]
+                if all(self._ended(sid) for sid in files) or now - all_done_at > s.shutdown_timeout_s:
+                    log.info("every source has ended")
+                    break
+            else:
+                all_done_at = None
             time.sleep(0.1)
         return failed
 

@@ -34,23 +34,51 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--count", type=int, default=0, help="exit after this many events")
     p.add_argument("--timeout", type=float, default=0.0, help="exit after this many seconds without a message")
     p.add_argument("--until-end", action="store_true", help="exit when the stream(s) end")
+    p.add_argument("--key", default=None,
+                   help="CURVE: this client's NAME.key_secret (default: the config's stream.curve_client_secret_file)")
+    p.add_argument("--server-key", default=None,
+                   help="CURVE: the server's public NAME.key (default: stream.curve_server_public_file)")
+    p.add_argument("--no-dedup", action="store_true", help="print repeated events (same event_id) too")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..subscriber import Subscriber, format_message
 
+    from ..security import SecurityError, load_keypair
+
     endpoint = args.endpoint
-    if endpoint is None:
+    key, server_key = args.key, args.server_key
+    if endpoint is None or (endpoint.startswith("tcp://") and (key is None or server_key is None)):
         try:
-            endpoint = load_config(args.config).stream.event_endpoint
+            scfg = load_config(args.config).stream
         except ConfigError as exc:
+            if endpoint is None:
+                print(f"menet subscribe: {exc}", file=sys.stderr)
+                return 2
+            scfg = None
+        if scfg is not None:
+            endpoint = endpoint or scfg.event_endpoint
+            key = key or scfg.curve_client_secret_file
+            server_key = server_key or scfg.curve_server_public_file
+    curve = None
+    if key or server_key:
+        if not (key and server_key):
+            print("menet subscribe: CURVE needs both --key (client NAME.key_secret) and --server-key "
+                  "(server NAME.key)", file=sys.stderr)
+            return 2
+        try:
+            pub, sec = load_keypair(key)
+            if sec is None:
+                raise SecurityError(f"{key}: holds no secret key (give the NAME.key_secret file)")
+            curve = (pub, sec, load_keypair(server_key)[0])
+        except SecurityError as exc:
             print(f"menet subscribe: {exc}", file=sys.stderr)
             return 2
     signal.signal(signal.SIGINT, signal.default_int_handler)
     events = 0
     pending_end = set(args.stream or [])
-    with Subscriber(endpoint, args.stream) as sub:
+    with Subscriber(endpoint, args.stream, dedup=not args.no_dedup, curve=curve) as sub:
         try:
             while True:
                 msg = sub.recv(args.timeout or None)
