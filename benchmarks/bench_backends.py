@@ -18,11 +18,9 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -33,20 +31,9 @@ from engine.config import load_config  # noqa: E402
 from engine.runtime.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
 from engine.runtime.stages import STAGES  # noqa: E402
 from engine.runtime.torch_backend import TorchBackend, build_model  # noqa: E402
+from stream.bench.model import time_stage  # noqa: E402  (shared with `menet bench`)
 
 UNIT = {"mfe": "snippet", "mrem": "window", "dense": "window"}
-
-
-def time_stage(backend, stage: str, x: np.ndarray, repeats: int, warmup: int) -> list[float]:
-    name = backend.specs[stage].input_name
-    for _ in range(warmup):
-        backend.run(stage, {name: x})
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        backend.run(stage, {name: x})  # returns host arrays: CUDA work is finished when it returns
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
