@@ -1,0 +1,72 @@
+"""`menet demo`: the bundled checkpoint and the whole online pipeline on a synthetic live camera."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.checkpoint import load_checkpoint
+from engine.config import load_config
+from stream.demo import BUNDLED_CHECKPOINT, DemoReport, score
+
+
+needs_bundle = pytest.mark.skipif(
+    not BUNDLED_CHECKPOINT.is_file(),
+    reason=f"no bundled checkpoint at {BUNDLED_CHECKPOINT} yet (it is produced by benchmarks/train_synthetic.py; "
+           "the demo issue ships it)")
+
+
+@needs_bundle
+def test_bundled_checkpoint_fits_the_stream_config() -> None:
+    assert BUNDLED_CHECKPOINT.stat().st_size < 10 * 1024 * 1024
+    ckpt = load_checkpoint(BUNDLED_CHECKPOINT, expect=load_config("stream"))
+    assert ckpt.class_names == ["sway", "bounce", "spin", "orbit", "pulse"]
+    assert ckpt.backbone is not None  # the pretrained tiny backbone travels with the detector
+
+
+def test_scoring_of_a_perfect_and_an_empty_run() -> None:
+    truth = [(1.0, 3.0, "sway"), (10.0, 20.0, "spin")]
+    perfect = DemoReport(truth, events=[{"start": s, "end": e, "label": lab, "score": 0.9} for s, e, lab in truth])
+    score(perfect)
+    assert perfect.average_mAP == pytest.approx(1.0) and [m[2] for m in perfect.matched] == [1.0, 1.0]
+    empty = DemoReport(truth)
+    score(empty)
+    assert empty.average_mAP == 0.0 and empty.matched[0][1] is None
+
+
+@needs_bundle
+@pytest.mark.slow
+def test_demo_finds_the_actions(tmp_path: Path, repo_root: Path) -> None:
+    out = tmp_path / "demo.json"
+    proc = subprocess.run([sys.executable, "-m", "stream", "demo", "--seconds", "45", "--json", str(out)],
+                          cwd=repo_root, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "event " in proc.stdout and "summary" in proc.stdout
+    summary = json.loads(out.read_text())
+    assert summary["events"] > 0 and summary["dropped_snippets"] == 0
+    assert summary["mAP@0.5"] > 0.2  # the trained checkpoint finds the synthetic actions
+
+
+@pytest.mark.slow
+def test_demo_runs_the_pipeline_with_a_given_checkpoint(tmp_path: Path, repo_root: Path) -> None:
+    """The whole path (synthetic live camera -> menet run -> subscriber -> summary) with a random checkpoint."""
+    import torch
+    from engine.checkpoint import Checkpoint, save_checkpoint
+    from engine.model.menet import MENet
+
+    cfg = load_config("stream")
+    torch.manual_seed(0)
+    model = MENet(cfg, load_backbone_weights=False)
+    ckpt = save_path = tmp_path / "random.pt"  # noqa: F841
+    save_checkpoint(save_path, Checkpoint(cfg, list(cfg.data.class_names), model.detector.state_dict(),
+                                          model.mfe.backbone.state_dict(), epoch=0))
+    out = tmp_path / "demo.json"
+    proc = subprocess.run([sys.executable, "-m", "stream", "demo", "--seconds", "12", "--checkpoint", str(ckpt),
+                           "--json", str(out)], cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = json.loads(out.read_text())
+    assert summary["events"] > 0 and summary["dropped_snippets"] == 0
+    assert summary["latency_p50_s"] >= 0 and "summary" in proc.stdout
