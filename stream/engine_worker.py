@@ -37,6 +37,8 @@ from engine.config import MENetConfig
 from engine.model.menet import MENet, LevelOutput
 from engine.model.preprocess import to_clip_tensor
 from engine.postprocess.windows import window_starts
+from engine.runtime.base import dense_to_levels
+from engine.runtime.torch_backend import TorchBackend
 
 from . import protocol as P
 from .metrics import Metrics, Timer, receive_valid
@@ -75,8 +77,16 @@ class Stages:
     The dense stages run on the runtime backend that ``stream.backend`` selects
     (``engine.runtime``: TensorRT plan for this GPU, ONNX Runtime, or PyTorch;
     ``auto`` needs ``stream.engine_dir`` from `menet build-engine` for the first
-    two). The sparse anchor heads used by decoding stay in PyTorch (fp32, CPU
-    copy), as the engine build documents.
+    two). The sparse anchor heads used by decoding stay in PyTorch (fp32), as the
+    engine build documents: on the backend's device when that is a PyTorch device
+    (a CUDA GPU included), else on the CPU.
+
+    With the PyTorch backend the whole path stays in torch on its device: uint8
+    clips are uploaded as they are (4x fewer bytes than float32) and normalised
+    there, and the dense outputs stay on the device for decoding. On a GPU this
+    takes the per-batch host work (normalising 32 clips on one CPU thread cost
+    ~4x the fp16 MFE itself on an H200, docs/benchmarks.md) off the engine's
+    critical path; on a CPU it saves a numpy round trip.
     """
 
     def __init__(self, cfg: MENetConfig, checkpoint: str | None = None, device: str = "cpu",
@@ -84,7 +94,6 @@ class Stages:
         import copy
 
         from engine.runtime.select import open_backend, select_backend
-        from engine.runtime.torch_backend import TorchBackend
 
         self.cfg = cfg
         self.model, self.class_names = load_model(cfg, checkpoint)
@@ -97,16 +106,30 @@ class Stages:
             self.backend = TorchBackend(cfg, self.model, selection.device, selection.precision)
         else:
             self.backend = open_backend(cfg, engine_dir, checkpoint, device=device)
+        self.torch_backend: TorchBackend | None = self.backend if isinstance(self.backend, TorchBackend) else None
+        if self.torch_backend is not None:
+            self.heads = self.heads.to(self.torch_backend.torch_device)
         log.info("stages on %s (%s)", self.backend.describe(), selection.reason)
 
     def mfe(self, clips: np.ndarray) -> np.ndarray:
-        return self.backend.mfe(to_clip_tensor(torch.from_numpy(clips)).numpy())
+        tb = self.torch_backend
+        if tb is None:
+            return self.backend.mfe(to_clip_tensor(torch.from_numpy(clips)).numpy())
+        x = torch.from_numpy(np.ascontiguousarray(clips)).to(tb.torch_device)
+        (feat,) = tb.run_torch("mfe", to_clip_tensor(x))
+        return feat.float().cpu().numpy()
 
     def mrem(self, windows: np.ndarray) -> np.ndarray:
         return self.backend.mrem(np.ascontiguousarray(windows, np.float32))
 
     def detect(self, relation: np.ndarray) -> list[LevelOutput]:
-        return self.backend.levels(np.ascontiguousarray(relation, np.float32))
+        tb = self.torch_backend
+        if tb is None:
+            return self.backend.levels(np.ascontiguousarray(relation, np.float32))
+        x = torch.from_numpy(np.ascontiguousarray(relation, np.float32)).to(tb.torch_device)
+        outs = tb.run_torch("dense", x)
+        # float32 on the device: decoding's heads are fp32 there
+        return dense_to_levels({n: o.float() for n, o in zip(tb.specs["dense"].outputs, outs)})
 
 
 # ---------------------------------------------------------------- per-stream state

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 # Kinetics-400 statistics used by torchvision's and IG65M's video models (RGB order).
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
@@ -51,12 +55,14 @@ def to_clip_tensor(rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
     Accepts a batch dimension in front, so the engine normalises a whole batch
     of snippets in one call.
     """
+    import torch  # here, not at module level: grabbers import this module and need no torch (~200 MB RSS each)
+
     x = torch.as_tensor(rgb)
     if x.dtype != torch.uint8 or x.shape[-1] != 3 or x.dim() < 4:
         raise ValueError(f"expected uint8 [..., T, H, W, 3], got {x.dtype} {tuple(x.shape)}")
     x = x.float().div_(255.0)
-    mean = torch.tensor(KINETICS_MEAN, dtype=x.dtype)
-    std = torch.tensor(KINETICS_STD, dtype=x.dtype)
+    mean = torch.tensor(KINETICS_MEAN, dtype=x.dtype, device=x.device)  # on x's device: GPU normalisation
+    std = torch.tensor(KINETICS_STD, dtype=x.dtype, device=x.device)
     x = (x - mean) / std
     return x.movedim(-1, -4).contiguous()
 

@@ -95,14 +95,19 @@ class Backend(ABC):
         self.close()
 
 
-def dense_to_levels(out: Mapping[str, np.ndarray]):
+def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+
+
+def dense_to_levels(out: Mapping[str, np.ndarray | torch.Tensor]):
+    """``level{i}``/``bounds{i}`` outputs (numpy, or torch tensors left on their device) as
+    :class:`~engine.model.menet.LevelOutput` s."""
     from ..model.menet import LevelOutput
     levels = []
     i = 0
     while f"level{i}" in out:
-        bounds = torch.from_numpy(np.ascontiguousarray(out[f"bounds{i}"]))
-        levels.append(LevelOutput(torch.from_numpy(np.ascontiguousarray(out[f"level{i}"])),
-                                  bounds[:, 0], bounds[:, 1], None))
+        bounds = _as_tensor(out[f"bounds{i}"])
+        levels.append(LevelOutput(_as_tensor(out[f"level{i}"]), bounds[:, 0], bounds[:, 1], None))
         i += 1
     return levels
 

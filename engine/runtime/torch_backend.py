@@ -48,6 +48,9 @@ class TorchBackend(Backend):
             raise BackendError(f"device {device!r} asked for, but this PyTorch has no CUDA "
                                f"(torch {torch.__version__}); use device cpu")
         self.torch_device = dev
+        if dev.type == "cuda":
+            # fixed shapes per batch size: let cuDNN pick the fastest 3-D conv algorithms once
+            torch.backends.cudnn.benchmark = True
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         model = model.eval().to(dev)
         if precision == "fp16":

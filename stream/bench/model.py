@@ -135,6 +135,7 @@ def bench_model(cfg: MENetConfig, checkpoint: str | None = None, *, batches: tup
     """Time every stage x batch x backend; returns ``{"rows": [...], "backends": [...], "skipped": [...]}``."""
     from build_engine.parity import stage_inputs
     from engine.postprocess.decode import decode_window
+    from engine.runtime.base import dense_to_levels
     from engine.runtime.stages import STAGES
 
     from ..engine_worker import load_model
@@ -160,14 +161,20 @@ def bench_model(cfg: MENetConfig, checkpoint: str | None = None, *, batches: tup
                         rows.append(_row(bname, backend, stage, b, ts))
                         say(_line(rows[-1]))
             if decode:
-                # the sparse part of the detector: PyTorch heads on the dense outputs, one window
-                ref = next((b for n, b in opened if n == "pytorch-cpu-fp32"), None)
-                if ref is not None:
-                    rel = stage_inputs(cfg, 1)["dense"]
-                    levels = ref.levels(rel)
-                    ts = time_call(lambda: decode_window(levels, heads, cfg, valid_length=cfg.data.window),
+                # the sparse part of the detector: PyTorch fp32 heads on the dense outputs, one
+                # window, on the device the online detector worker would use for that backend
+                rel = stage_inputs(cfg, 1)["dense"]
+                for ref_name in ("pytorch-cpu-fp32", "pytorch-cuda-fp32"):
+                    ref = next((b for n, b in opened if n == ref_name), None)
+                    if ref is None:
+                        continue
+                    dev = ref.torch_device
+                    dev_heads = copy.deepcopy(heads).to(dev)
+                    outs = ref.run_torch("dense", torch.from_numpy(rel).to(dev))
+                    levels = dense_to_levels({n: o.float() for n, o in zip(ref.specs["dense"].outputs, outs)})
+                    ts = time_call(lambda: decode_window(levels, dev_heads, cfg, valid_length=cfg.data.window),
                                    repeats, 1, max_cell_s)
-                    rows.append(_row("pytorch-cpu-fp32", ref, "decode", 1, ts))
+                    rows.append(_row(ref_name, ref, "decode", 1, ts))
                     say(_line(rows[-1]))
             described = [{"name": n, "describe": b.describe(), "device": b.device, "precision": b.precision}
                          for n, b in opened]
