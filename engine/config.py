@@ -104,6 +104,7 @@ class StreamConfig:
     snippet_endpoint: str | None = None  # grabbers -> engine; None: ipc:// in a per-run temp dir
     window_endpoint: str | None = None  # engine -> detector; None: ipc:// in a per-run temp dir
     event_endpoint: str = "tcp://127.0.0.1:5560"  # detector PUB, topic = stream id
+    control_endpoint: str | None = None  # supervisor REP (`menet sources`); None: ipc:// in the per-run temp dir
     queue_size: int = 64  # ZMQ high-water marks (messages) on every socket
     metrics_port: int = 0  # 0 = metrics disabled; else supervisor P, detector P+1, engine P+2, grabbers P+3..
     merge: Literal["auto", "exact", "lag"] = "auto"  # auto: exact for files, lag for live sources
@@ -408,7 +409,9 @@ def _validate(cfg: MENetConfig, where: _Where) -> None:
     check(s.restart_max_s >= s.restart_min_s, "stream.restart_max_s", "must be >= restart_min_s")
     check(s.capture_queue >= 1, "stream.capture_queue", f"must be >= 1, got {s.capture_queue}")
     check(s.threads >= 0 and s.wait_subscribers >= 0, "stream.threads", "threads and wait_subscribers must be >= 0")
-    for key in ("snippet_endpoint", "window_endpoint", "event_endpoint"):
+    check(s.control_endpoint is None or s.control_endpoint.startswith(("ipc://", "tcp://")), "stream.control_endpoint",
+          f"must be an ipc:// or tcp:// endpoint (other processes connect to it), got {s.control_endpoint!r}")
+    for key in ("snippet_endpoint", "window_endpoint", "event_endpoint", "control_endpoint"):
         ep = getattr(s, key)
         check(ep is None or ep.startswith(("ipc://", "tcp://", "inproc://")), f"stream.{key}",
               f"must be an ipc://, tcp:// or inproc:// endpoint, got {ep!r}")

@@ -13,7 +13,7 @@ import sys
 
 # Order is the order of `menet --help`. A module that is not there yet is skipped,
 # so the CLI only ever lists commands that exist.
-COMMANDS = ("demo", "run", "subscribe", "synth", "pretrain_backbone", "extract", "train", "infer", "eval",
+COMMANDS = ("demo", "run", "sources", "subscribe", "synth", "pretrain_backbone", "extract", "train", "infer", "eval",
             "build_engine", "bench", "keys", "model_info")
 
 

@@ -47,6 +47,7 @@ class _DStream:
     last_header: dict[str, Any] = field(default_factory=dict)  # stamps for events released by a flush
     live: bool = True
     processed: int = 0  # windows pushed into the merger
+    instance: int = 0  # > 0: a source removed and added again at runtime (part of its event ids)
 
 
 class DetectorCore:
@@ -89,7 +90,7 @@ class DetectorCore:
             if st is not None:
                 self._publish(h["stream"], st, st.merger.flush(), None)
             self._republish(h)
-            self._mark_ended(h["stream"])
+            self._mark_ended(h["stream"], st.instance if st is not None else self._instance(h["stream"]))
         elif t in (P.STATUS, P.GAP):
             self._republish(h)
         elif t == P.STOP:
@@ -103,16 +104,31 @@ class DetectorCore:
             st = self.streams.pop(sid)
             self._publish(sid, st, st.merger.flush(), None)
 
-    def _mark_ended(self, sid: str) -> None:
-        """Tell the supervisor this stream is complete (no replay needed after a restart)."""
+    def _mark_ended(self, sid: str, instance: int = 0) -> None:
+        """Tell the supervisor this stream is complete (no replay needed after a restart).
+
+        The marker ``ended/ID`` holds ``EPOCH INSTANCE``."""
         if self.state_dir:
             try:
                 folder = os.path.join(self.state_dir, "ended")
                 os.makedirs(folder, exist_ok=True)
-                with open(os.path.join(folder, sid), "w") as f:
-                    f.write(str(self.epoch()))
+                tmp = os.path.join(folder, f".{sid}.tmp")
+                with open(tmp, "w") as f:
+                    f.write(f"{self.epoch()} {instance}")
+                os.replace(tmp, os.path.join(folder, sid))
             except OSError as exc:
                 log.warning("detector: cannot write the end marker of %s: %s", sid, exc)
+
+    def _instance(self, sid: str) -> int:
+        """The stream's source instance (``instances/ID``, written by the supervisor when a source is
+        added again with an id used before); 0 when there is none."""
+        if not self.state_dir:
+            return 0
+        try:
+            with open(os.path.join(self.state_dir, "instances", sid)) as f:
+                return max(0, int(f.read().strip() or 0))
+        except (OSError, ValueError):
+            return 0
 
     def _republish(self, h: dict[str, Any]) -> None:
         self.outbox.append((h["stream"], {**h, "seq": self.seq()}))
@@ -143,7 +159,7 @@ class DetectorCore:
         if st is None:
             st = self.streams[sid] = _DStream(
                 StreamMerger(h["sps"], self.cfg.inference, None, max_lag=self._max_lag(bool(h.get("live")))),
-                h["start"], live=live)
+                h["start"], live=live, instance=self._instance(sid))
         st.last_start = h["start"]
         st.processed += 1
         st.last_header = h
@@ -182,7 +198,7 @@ class DetectorCore:
             if not (np.isfinite(s) and np.isfinite(e) and np.isfinite(score) and e >= s):
                 self.nonfinite.labels("event").inc()
                 continue
-            key = f"{sid}|{lab}|{s:.4f}|{e:.4f}"
+            key = f"{sid}|{lab}|{s:.4f}|{e:.4f}" + (f"|i{st.instance}" if st.instance else "")
             eid = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
             k = 2
             while eid in st.ids:
@@ -195,6 +211,8 @@ class DetectorCore:
                 start=s, end=e, start_wall=t_cap - (t_ref - s), end_wall=t_cap - (t_ref - e),
                 window=int(h.get("index", 0)), t_capture=t_cap, t_engine_in=h.get("t_engine_in", t_cap),
                 t_window=h.get("t_window", t_cap), t_published=now, latency_s=now - t_cap)
+            if st.instance:
+                header["instance"] = st.instance
             self.outbox.append((sid, header))
             self.metrics.events.labels(sid).inc()
             self.metrics.end_to_end.observe(max(0.0, now - t_cap))

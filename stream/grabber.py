@@ -80,7 +80,8 @@ def sanitize_frame(image: Any) -> np.ndarray | None:
 class Grabber:
     def __init__(self, cfg: MENetConfig, stream_id: str, source: Source, send: Send,
                  metrics: Metrics | None = None, epoch: int | None = None,
-                 abort: Callable[[], bool] | None = None) -> None:
+                 abort: Callable[[], bool] | None = None, instance: int = 0,
+                 stop_reason: Callable[[], str] | None = None) -> None:
         self.cfg = cfg
         self.stream = stream_id
         self.source = source
@@ -107,12 +108,16 @@ class Grabber:
         self.epoch = None if source.live else (epoch or 0)
         self.abort = abort or (lambda: False)
         self.bad_frames = 0
+        self.instance = instance  # > 0: the source was removed and added again at runtime (stamped on status/eos)
+        self.stop_reason = stop_reason or (lambda: "stopped")  # EOS reason when stopped ("removed": menet sources)
 
     # ------------------------------------------------------------ sending
 
     def _msg(self, type_: str, buffers: tuple = (), **fields: Any) -> list[Any]:
         if self.epoch is not None:
             fields["epoch"] = self.epoch
+        if self.instance and type_ in (P.STATUS, P.EOS):
+            fields["instance"] = self.instance
         return P.encode(P.make_header(type_, self.seq(), stream=self.stream, **fields), buffers)
 
     def _control(self, msg: list[Any]) -> None:
@@ -197,6 +202,7 @@ class Grabber:
 
     def run(self, stop: threading.Event) -> int:
         ended_by_source = False
+        end_detail = "end of stream"
         for item in self.source.items(stop):
             self.metrics.touch()
             if self.abort():
@@ -229,6 +235,7 @@ class Grabber:
             elif isinstance(item, StatusItem):
                 if item.state == "ended":
                     ended_by_source = True
+                    end_detail = item.detail or end_detail
                     continue  # sent after the flush below
                 self.status(item.state, item.detail)
             if stop.is_set():
@@ -239,12 +246,37 @@ class Grabber:
         self.live = False  # the end is never dropped: block (with the sender's timeout)
         self._flush_control(block=True)
         duration = self.timeline_frames / self.fps
-        self.status("ended", "end of stream" if ended_by_source and not stop.is_set() else "stopped")
+        error = getattr(self.source, "error", None)  # a file whose decoding stopped early (corrupted, truncated)
+        if stop.is_set():
+            reason = self.stop_reason()
+            detail = reason
+        else:
+            reason = "decode error" if error else "end"
+            detail = end_detail if ended_by_source else "end of stream"
+        if error:
+            decode_error_counter(self.metrics).labels(self.stream).inc()
+            log.error("%s: %s; the stream ends after %d readable frames", self.stream, error, self.frames)
+        elif self.frames == 0 and not stop.is_set():
+            log.warning("%s: %s gave no frame (a zero-length stream): end of stream with 0 snippets", self.stream,
+                        safe_uri(self.source.uri))
+        self.status("ended", detail)
         self.send(self._msg(P.EOS, n_snippets=self.offset, n_frames=self.timeline_frames, duration=duration,
-                            reason="end" if not stop.is_set() else "stopped"), True)
-        log.info("%s: end of stream: %d frames, %d snippets sent, %d dropped", self.stream, self.frames,
+                            reason=reason), True)
+        log.info("%s: end of stream (%s): %d frames, %d snippets sent, %d dropped", self.stream, reason, self.frames,
                  self.sent, self.dropped)
         return 0
+
+
+def decode_error_counter(metrics: Metrics) -> Any:
+    """``menet_decode_errors_total{stream}``: files whose decoding stopped before their end."""
+    from prometheus_client import Counter
+
+    cache = metrics.__dict__.setdefault("_extra", {})
+    if "menet_decode_errors" not in cache:
+        cache["menet_decode_errors"] = Counter(
+            "menet_decode_errors", "files whose decoding stopped before the frame count the container reports "
+            "(corrupted or truncated): the stream ends there", ["stream"], registry=metrics.registry)
+    return cache["menet_decode_errors"]
 
 
 class ZmqSender:
@@ -310,14 +342,30 @@ def linger_until_released(release: Any, timeout_s: float) -> None:
         time.sleep(min(timeout_s, 2.0))
 
 
-def stream_ended(state_dir: str | None, stream_id: str) -> bool:
-    """The detector has published this stream's end (its marker file exists)."""
-    return bool(state_dir) and os.path.exists(os.path.join(state_dir, "ended", stream_id))
+def stream_ended(state_dir: str | None, stream_id: str, instance: int | None = None) -> bool:
+    """The detector has published this stream's end (its marker file ``ended/ID`` exists).
+
+    The marker holds ``EPOCH INSTANCE``; with ``instance`` given, only the end of that instance
+    of the stream counts (a source removed and added again at runtime is a new instance)."""
+    if not state_dir or not stream_id:
+        return False
+    path = os.path.join(state_dir, "ended", stream_id)
+    if instance is None:
+        return os.path.exists(path)
+    try:
+        with open(path) as f:
+            fields = f.read().split()
+    except OSError:
+        return False
+    try:
+        return (int(fields[1]) if len(fields) > 1 else 0) == instance
+    except ValueError:
+        return False
 
 
 def grabber_main(cfg: MENetConfig, stream_id: str, uri: str, endpoint: str, metrics_port: int = 0,
                  log_level: int = logging.INFO, done: Any = None, release: Any = None, epoch: Any = None,
-                 state_dir: str | None = None) -> None:
+                 state_dir: str | None = None, removed: Any = None, instance: int = 0) -> None:
     """Process entry point (spawned by the supervisor).
 
     ``done`` (an Event) is set once the EOS is sent; the process then lingers until
@@ -328,7 +376,12 @@ def grabber_main(cfg: MENetConfig, stream_id: str, uri: str, endpoint: str, metr
     in-flight state), the grabber reopens the file and sends it again from snippet 0,
     stamped with the new epoch, unless the detector already marked the stream ended
     (``state_dir``/ended/ID). Receivers drop older-epoch messages and windows already
-    processed; events keep their ids, so a subscriber drops the repeats."""
+    processed; events keep their ids, so a subscriber drops the repeats.
+
+    Runtime removal (``menet sources remove``): the supervisor sets ``removed`` and sends
+    SIGTERM; the stream ends with an EOS of reason ``removed`` and is never replayed.
+    ``instance`` (> 0 for a source added again with an id used before) is stamped on
+    status and end-of-stream messages."""
     import zmq
 
     from .security import Transport
@@ -348,11 +401,19 @@ def grabber_main(cfg: MENetConfig, stream_id: str, uri: str, endpoint: str, metr
     replayable = not source.live and epoch is not None
     my_epoch = epoch.value if replayable else 0
 
+    def was_removed() -> bool:
+        return removed is not None and removed.is_set()
+
     def replay_due() -> bool:
-        return replayable and epoch.value != my_epoch and not stream_ended(state_dir, stream_id)
+        return (replayable and epoch.value != my_epoch and not was_removed()
+                and not stream_ended(state_dir, stream_id, instance))
+
+    def stop_reason() -> str:
+        return "removed" if was_removed() else "stopped"
 
     sender = ZmqSender(sock, stop, abort=replay_due)
-    grabber = Grabber(cfg, stream_id, source, sender, metrics, epoch=my_epoch, abort=replay_due)
+    grabber = Grabber(cfg, stream_id, source, sender, metrics, epoch=my_epoch, abort=replay_due, instance=instance,
+                      stop_reason=stop_reason)
     metrics.set_health(lambda: {"stream": stream_id, "live": source.live, "frames": grabber.frames,
                                 "snippets": grabber.sent, "dropped": grabber.dropped,
                                 "status": "ok" if time.time() - metrics.last_activity < 30 else "degraded"})
@@ -382,7 +443,8 @@ def grabber_main(cfg: MENetConfig, stream_id: str, uri: str, endpoint: str, metr
         log.warning("%s: replaying the file from snippet 0 (epoch %d)", stream_id, my_epoch)
         source.close()
         source = open_source(uri, cfg.stream)
-        grabber = Grabber(cfg, stream_id, source, sender, metrics, epoch=my_epoch, abort=replay_due)
+        grabber = Grabber(cfg, stream_id, source, sender, metrics, epoch=my_epoch, abort=replay_due, instance=instance,
+                          stop_reason=stop_reason)
         grabber.seq = P.Sequencer()
     sock.close()
     transport.close()

@@ -107,6 +107,9 @@ def _shape(x: Any) -> bool:
 # Replay epoch (non-live streams only, optional): a worker restart makes file grabbers resend
 # their stream from snippet 0 with a higher epoch; receivers drop messages of older epochs.
 _EPOCH: "Field" = ("epoch", lambda x: _nonneg_int(x), False, "replay epoch (int >= 0), file streams")
+# Source instance (optional): a source removed and added again with the same id at runtime
+# (`menet sources`) is instance 1, 2, ...; its events get ids that cannot repeat the old ones.
+_INSTANCE: "Field" = ("instance", lambda x: _nonneg_int(x), False, "source instance (int >= 0), re-added sources")
 
 
 Field = tuple[str, Callable[[Any], bool], bool, str]  # name, check, required, description
@@ -147,6 +150,7 @@ SCHEMA: dict[str, list[Field]] = {
         ("duration", _opt(_nonneg_num), False, "seconds"),
         ("reason", _str, False, "why"),
         _EPOCH,
+        _INSTANCE,
     ],
     WINDOW: [
         ("stream", _stream_id, True, "stream id"),
@@ -180,6 +184,7 @@ SCHEMA: dict[str, list[Field]] = {
         ("t_window", _num, True, "engine send clock"),
         ("t_published", _num, True, "publish clock"),
         ("latency_s", _num, True, "t_published - t_capture"),
+        _INSTANCE,
     ],
     STATUS: [
         ("stream", _stream_id, True, "stream id"),
@@ -190,6 +195,7 @@ SCHEMA: dict[str, list[Field]] = {
         ("counters", _opt(lambda x: isinstance(x, dict) and all(isinstance(k, str) and _num(v) for k, v in x.items())),
          False, "map name -> number"),
         _EPOCH,
+        _INSTANCE,
     ],
     STOP: [("reason", _str, False, "why")],
 }

@@ -156,34 +156,63 @@ def _file_path(uri: str) -> str:
 
 
 class FileSource(Source):
-    """A video file, decoded as ``menet extract`` decodes it (same OpenCV call)."""
+    """A video file, decoded as ``menet extract`` decodes it (same OpenCV call).
+
+    Like offline extraction, decoding ends at the first frame that does not decode. When
+    that happens before the frame count the container reports (a corrupted or truncated
+    file), :attr:`error` says so; the frames read until then are a normal, shorter stream.
+    """
 
     def __init__(self, uri: str, cfg: StreamConfig) -> None:
         super().__init__(uri)
         path = _file_path(uri)
+        self.path = path
+        self.error: str | None = None
         if not Path(path).is_file():
             raise SourceError(f"{path}: no such file")
+        try:
+            size = os.path.getsize(path)
+        except OSError as exc:
+            raise SourceError(f"{path}: {exc.strerror or exc}") from exc
+        if size == 0:
+            raise SourceError(f"{path}: empty file (0 bytes)")
         self.cap = cv2.VideoCapture(path)
         if not self.cap.isOpened():
-            raise SourceError(f"{path}: cannot open video")
+            raise SourceError(f"{path}: cannot open video (not a container FFmpeg can read, or damaged: "
+                              "e.g. an mp4 cut short before its index)")
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         if not fps or not math.isfinite(fps) or fps <= 0:
             self.cap.release()
             raise SourceError(f"{path}: the container reports no frame rate")
         self.fps = float(fps)
+        count = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.frame_count = int(count) if count and math.isfinite(count) and count > 0 else None
 
     def items(self, stop: threading.Event) -> Iterator[Item]:
         yield StatusItem("live", "file opened")
+        n = 0
         try:
             while not stop.is_set():
                 ok, frame = self.cap.read()
                 if not ok:
                     break
+                n += 1
                 pts = self.cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
                 yield FrameItem(frame, pts if math.isfinite(pts) else None, time.time())
         finally:
             self.cap.release()
-        yield StatusItem("ended", "end of file" if not stop.is_set() else "stopped")
+        if stop.is_set():
+            yield StatusItem("ended", "stopped")
+            return
+        # the container's count can be an estimate (duration x fps) for some formats: allow 1 %
+        if self.frame_count is not None and n < self.frame_count - max(1, self.frame_count // 100):
+            self.error = (f"{self.path}: decoding stopped at frame {n} of {self.frame_count} "
+                          "(file corrupted or truncated)")
+            yield StatusItem("ended", self.error)
+        elif n == 0:
+            yield StatusItem("ended", f"{self.path}: no frame in the file (zero-length stream)")
+        else:
+            yield StatusItem("ended", "end of file")
 
     def close(self) -> None:
         self.cap.release()

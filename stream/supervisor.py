@@ -20,9 +20,19 @@ SIGTERM and flush (their last snippets and EOS), then the engine gets a ``stop``
 message: it drains its queue, flushes each stream's last partial window and
 passes ``stop`` to the detector, which flushes its mergers and publishes the last
 events. Anything still running after ``stream.shutdown_timeout_s`` is killed.
+
+Runtime sources (:mod:`stream.control`, ``menet sources``): a REP socket on
+``stream.control_endpoint`` takes ``add`` / ``remove`` / ``list`` requests between
+two supervision steps. ``add`` opens the source once (in a thread, so a slow RTSP
+open does not hold supervision up) and starts a grabber; ``remove`` stops the
+grabber like a stop does (last snippets, EOS), is answered once the detector has
+published the stream's end, and the grabber is never restarted. A source added
+again with an id used before is a new *instance* (``state_dir/instances/ID``): the
+engine and detector start it from scratch and its event ids differ from the old ones.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import multiprocessing as mp
 import shutil
@@ -30,15 +40,16 @@ import signal
 import tempfile
 import time
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from engine.config import MENetConfig
 
 from . import protocol as P
+from .control import ControlError, encode, make_reply, parse_request
 from .detector_worker import detector_main
 from .engine_worker import engine_main
-from .grabber import grabber_main
+from .grabber import grabber_main, stream_ended
 from .metrics import Metrics
 from .sources import SourceError, probe_source, safe_uri, source_kind
 
@@ -67,6 +78,12 @@ class Worker:
     failed: bool = False
     done: Any = None  # Event: a grabber has sent its EOS
     release: Any = None  # Event: the process may close its sockets and exit
+    removed: Any = None  # Event: the source was removed at runtime (EOS reason "removed", no replay)
+    removing: bool = False
+    live: bool = False
+    uri: str = ""
+    slot: int = 0  # grabber metrics port offset
+    instance: int = 0  # how many times this stream id was added before (runtime add/remove)
 
 
 @dataclass
@@ -75,16 +92,43 @@ class Endpoints:
     windows: str
     events: str
     tmpdir: str | None = None
+    control: str | None = None
 
 
 def resolve_endpoints(cfg: MENetConfig) -> Endpoints:
     s = cfg.stream
     tmpdir = None
-    if s.snippet_endpoint is None or s.window_endpoint is None:
-        tmpdir = tempfile.mkdtemp(prefix="menet-run-")
+    if s.snippet_endpoint is None or s.window_endpoint is None or s.control_endpoint is None:
+        tmpdir = tempfile.mkdtemp(prefix="menet-run-")  # mode 0700: only this user reaches its ipc sockets
     snippets = s.snippet_endpoint or f"ipc://{tmpdir}/snippets"
     windows = s.window_endpoint or f"ipc://{tmpdir}/windows"
-    return Endpoints(snippets, windows, s.event_endpoint, tmpdir)
+    control = s.control_endpoint or f"ipc://{tmpdir}/control"
+    return Endpoints(snippets, windows, s.event_endpoint, tmpdir, control)
+
+
+def is_live_uri(uri: str) -> bool:
+    """Live sources (dropped snippets, no replay, restarted when their grabber dies)."""
+    kind = source_kind(uri)
+    return kind in ("rtsp", "v4l2") or (kind == "synthetic" and "rate=max" not in uri)
+
+
+@dataclass
+class _PendingAdd:
+    """An ``add`` request whose source is being opened (probe) in a thread."""
+    sid: str
+    uri: str
+    future: Any
+    replace: Worker | None = None
+
+
+@dataclass
+class _PendingRemove:
+    """A ``remove`` request waiting for the detector to publish the stream's end."""
+    worker: Worker
+    started: float
+    eos_sent: bool = False
+    resend: bool = False  # a core worker restarted: the grabber's EOS may be lost
+    notes: list[str] = field(default_factory=list)
 
 
 class Supervisor:
@@ -104,6 +148,15 @@ class Supervisor:
         self._transport: Any = None
         self.epoch = self.ctx.Value("i", 0)  # replay epoch shared with every worker (docs/streaming.md)
         self.state_dir: str | None = None
+        self._ctl: Any = None  # control REP socket (stream.control)
+        self._pending: _PendingAdd | _PendingRemove | None = None  # the control request being served
+        self._probe_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._retired: list[tuple[Worker, float]] = []  # removed grabbers released, waiting to exit
+        self._slots: dict[str, int] = {}  # stream id -> grabber metrics port offset
+        self._instances: dict[str, int] = {}  # stream id -> instance of its latest add
+        from prometheus_client import Counter
+        self.control_requests = Counter("menet_control_requests", "control requests (menet sources) by op and result",
+                                        ["op", "result"], registry=self.metrics.registry)
 
     # ------------------------------------------------------------ start
 
@@ -122,7 +175,7 @@ class Supervisor:
         from .security import SecurityError, Transport, check_bind
         s = self.cfg.stream
         try:
-            for ep in (s.event_endpoint, s.snippet_endpoint, s.window_endpoint):
+            for ep in (s.event_endpoint, s.snippet_endpoint, s.window_endpoint, s.control_endpoint):
                 if ep:
                     check_bind(s, ep)
             if s.curve_server_secret_file:
@@ -131,11 +184,17 @@ class Supervisor:
                 raise SecurityError(f"stream.curve_clients_dir {s.curve_clients_dir}: no such directory")
         except SecurityError as exc:
             raise StartError(str(exc)) from exc
-        for sid, uri in self.sources:
+        from .control import ipc_in_use
+        if s.control_endpoint and ipc_in_use(s.control_endpoint):
+            raise StartError(f"stream.control_endpoint {s.control_endpoint} is in use (another menet run?)")
+        bad = []
+        for sid, uri in self.sources:  # every source is tried, so one run reports all the bad ones
             try:
                 probe_source(uri, self.cfg.stream)
             except SourceError as exc:
-                raise StartError(f"source {sid!r} cannot be opened: {exc}") from exc
+                bad.append(f"source {sid!r} cannot be opened: {exc}")
+        if bad:
+            raise StartError("\n".join(bad))
 
     def _port(self, offset: int) -> int:
         p = self.cfg.stream.metrics_port
@@ -154,14 +213,29 @@ class Supervisor:
                    (self.cfg, self.checkpoint, ep.snippets, ep.windows, self._port(2), self.log_level,
                     engine_release, self.epoch), release=engine_release),
         ]
-        for i, (sid, uri) in enumerate(self.sources):
-            kind = source_kind(uri)
-            live = kind in ("rtsp", "v4l2") or (kind == "synthetic" and "rate=max" not in uri)
-            done, release = c.Event(), c.Event()
-            self.workers.append(Worker(f"grabber:{sid}", "grabber", grabber_main,
-                                       (self.cfg, sid, uri, ep.snippets, self._port(3 + i), self.log_level,
-                                        done, release, self.epoch, self.state_dir),
-                                       restart=live, stream=sid, done=done, release=release))
+        for sid, uri in self.sources:
+            self.workers.append(self._grabber(sid, uri))
+
+    def _grabber(self, sid: str, uri: str) -> Worker:
+        """A grabber worker for source ``sid`` (a new instance when the id was used before)."""
+        ep = self.endpoints
+        assert ep is not None
+        c = self.ctx
+        slot = self._slots.setdefault(sid, len(self._slots))
+        instance = self._instances.get(sid, -1) + 1
+        self._instances[sid] = instance
+        if instance and self.state_dir:
+            # the detector reads it when it takes the stream up: event ids of this instance are new ones
+            folder = os.path.join(self.state_dir, "instances")
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, sid), "w") as f:
+                f.write(str(instance))
+        done, release, removed = c.Event(), c.Event(), c.Event()
+        return Worker(f"grabber:{sid}", "grabber", grabber_main,
+                      (self.cfg, sid, uri, ep.snippets, self._port(3 + slot), self.log_level,
+                       done, release, self.epoch, self.state_dir, removed, instance),
+                      restart=is_live_uri(uri), live=is_live_uri(uri), stream=sid, done=done, release=release,
+                      removed=removed, uri=uri, slot=slot, instance=instance)
 
     def _start(self, w: Worker) -> None:
         w.proc = self.ctx.Process(target=w.target, args=w.args, name=w.name, daemon=False)
@@ -172,13 +246,20 @@ class Supervisor:
 
     # ------------------------------------------------------------ control messages
 
+    def _zmq(self) -> None:
+        """The supervisor's ZeroMQ context and transport (CURVE, bind checks), created once."""
+        if self._zctx is None:
+            import zmq
+
+            from .security import Transport
+            self._zctx = zmq.Context()
+            self._transport = Transport(self.cfg.stream, self._zctx)
+
     def _send(self, header: dict[str, Any]) -> None:
         import zmq
         if self._push is None:
-            from .security import Transport
-            self._zctx = zmq.Context()
+            self._zmq()
             assert self.endpoints is not None
-            self._transport = Transport(self.cfg.stream, self._zctx)
             self._push = self._transport.socket(zmq.PUSH, self.endpoints.snippets, bind=False,
                                                 hwm=self.cfg.stream.queue_size, linger_ms=2000)
             self._push.setsockopt(zmq.SNDTIMEO, 2000)
@@ -186,6 +267,206 @@ class Supervisor:
             self._push.send_multipart(P.encode(header))
         except zmq.Again:
             log.warning("could not send %s to the engine (queue full or engine down)", header["type"])
+
+    # ------------------------------------------------------------ runtime sources (stream.control)
+
+    def _open_control(self) -> None:
+        import zmq
+        assert self.endpoints is not None and self.endpoints.control
+        self._zmq()
+        from .security import SecurityError
+        try:
+            self._ctl = self._transport.socket(zmq.REP, self.endpoints.control, bind=True, hwm=16, linger_ms=0)
+        except (zmq.ZMQError, SecurityError) as exc:
+            raise StartError(f"control endpoint {self.endpoints.control}: {exc}") from exc
+
+    def _reply(self, reply: dict[str, Any], op: str, result: str) -> None:
+        import zmq
+        self.control_requests.labels(op, result).inc()
+        try:
+            self._ctl.send(encode(reply), zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # the client went away: nothing to tell
+            log.warning("control: reply not sent (%s)", exc)
+
+    def _control_step(self, timeout_s: float) -> None:
+        """Serve the control socket for up to ``timeout_s`` (one request at a time: REP)."""
+        import zmq
+        if self._ctl is None:
+            time.sleep(timeout_s)
+            return
+        if self._pending is not None:
+            try:
+                done = self._poll_pending()
+            except Exception as exc:  # noqa: BLE001 - a control request must never take the supervisor down
+                log.exception("control: request failed")
+                op = "remove" if isinstance(self._pending, _PendingRemove) else "add"
+                self._pending = None
+                self._reply(make_reply(False, f"internal error: {type(exc).__name__}: {exc}",
+                                       sources=self._sources()), op, "error")
+                return
+            if not done:
+                time.sleep(timeout_s)
+            return
+        if not self._ctl.poll(int(timeout_s * 1000)):
+            return
+        try:
+            frames = self._ctl.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        op = "invalid"
+        try:
+            req = parse_request(frames)
+            op = req["op"]
+            reply = self._handle_request(req)
+        except ControlError as exc:
+            log.warning("control: %s request refused: %s", op, exc)
+            self._reply(make_reply(False, str(exc), sources=self._sources()), op, "refused")
+            return
+        except Exception as exc:  # noqa: BLE001
+            log.exception("control: %s request failed", op)
+            self._reply(make_reply(False, f"internal error: {type(exc).__name__}: {exc}", sources=self._sources()),
+                        op, "error")
+            return
+        if reply is not None:
+            self._reply(reply, op, "ok")
+
+    def _sources(self) -> list[dict[str, Any]]:
+        out = []
+        for w in self.workers:
+            if w.role != "grabber":
+                continue
+            if w.removing:
+                state = "removing"
+            elif w.failed:
+                state = "failed"
+            elif w.finished:
+                state = "ended"
+            elif w.proc is None:
+                state = "restarting"
+            else:
+                state = "running"
+            out.append({"id": w.stream, "uri": safe_uri(w.uri), "kind": source_kind(w.uri), "live": w.live,
+                        "state": state, "restarts": w.restarts, "instance": w.instance})
+        return out
+
+    def _grabber_of(self, sid: str | None) -> Worker | None:
+        return next((w for w in self.workers if w.role == "grabber" and w.stream == sid), None)
+
+    def _handle_request(self, req: dict[str, Any]) -> dict[str, Any] | None:
+        """The reply, or None when the request goes on in the background (``self._pending``)."""
+        op, sid, uri = req["op"], req["id"], req["uri"]
+        if op == "list":
+            return make_reply(True, message=f"{len(self._sources())} source(s)", sources=self._sources())
+        if self.stop_requested:
+            raise ControlError("menet run is stopping")
+        w = self._grabber_of(sid)
+        if op == "add":
+            if w is not None and not (w.finished or w.failed):
+                raise ControlError(f"duplicate id: source {sid!r} is running ({safe_uri(w.uri)}); remove it first "
+                                   "or choose another id")
+            if w is not None and not self._ended(w):
+                raise ControlError(f"source {sid!r} has ended but its end is not published yet; retry in a moment")
+            if self._probe_pool is None:
+                self._probe_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="probe")
+            log.info("control: adding source %s = %s", sid, safe_uri(uri))
+            self._pending = _PendingAdd(sid, uri, self._probe_pool.submit(probe_source, uri, self.cfg.stream), w)
+            return None
+        # remove
+        if w is None:
+            known = ", ".join(x.stream or "" for x in self.workers if x.role == "grabber") or "none"
+            raise ControlError(f"unknown source id {sid!r} (sources: {known})")
+        log.info("control: removing source %s (%s)", sid, safe_uri(w.uri))
+        w.removing = True
+        w.restart = False  # never restarted again
+        w.removed.set()
+        if w.proc is not None and w.proc.is_alive() and not w.done.is_set():
+            w.proc.terminate()  # SIGTERM: last snippets, EOS (reason "removed"), then it lingers until released
+        self._pending = _PendingRemove(w, time.monotonic())
+        return None
+
+    def _poll_pending(self) -> bool:
+        """Progress the pending request; True once it has been answered."""
+        p = self._pending
+        if isinstance(p, _PendingAdd):
+            if not p.future.done():
+                return False
+            self._pending = None
+            try:
+                p.future.result()
+            except SourceError as exc:
+                log.error("control: source %s cannot be opened: %s", p.sid, exc)
+                self._reply(make_reply(False, f"source {p.sid!r} cannot be opened: {exc}", sources=self._sources()),
+                            "add", "refused")
+                return True
+            if self.stop_requested:
+                self._reply(make_reply(False, "menet run is stopping"), "add", "refused")
+                return True
+            if p.replace is not None:  # the same id, ended: its old grabber goes, its end marker too
+                self._retire(p.replace)
+            w = self._grabber(p.sid, p.uri)
+            self.workers.append(w)
+            self._start(w)
+            what = f"instance {w.instance} of " if w.instance else ""
+            self._reply(make_reply(True, message=f"added {what}{p.sid} ({safe_uri(p.uri)})", sources=self._sources(),
+                                   id=p.sid, instance=w.instance), "add", "ok")
+            return True
+        assert isinstance(p, _PendingRemove)
+        w = p.worker
+        sid = w.stream
+        timeout = self.cfg.stream.shutdown_timeout_s
+        confirmed = self._ended(w)
+        if not confirmed:
+            alive = w.proc is not None and w.proc.is_alive()
+            if not alive and not w.done.is_set() and not p.eos_sent and not w.failed:
+                # the grabber is gone (it died, was never up, or is waiting for a restart): end the stream for it
+                self._send(P.make_header(P.EOS, 0, stream=sid, n_snippets=None, reason="removed"))
+                p.eos_sent = True
+                p.notes.append("EOS sent by the supervisor")
+            elif p.resend and (w.done.is_set() or not alive):
+                self._send(P.make_header(P.EOS, 0, stream=sid, n_snippets=None, reason="removed"))
+                p.resend = False
+                p.notes.append("EOS sent again after a worker restart")
+            if time.monotonic() - p.started < timeout:
+                return False
+        self._pending = None
+        self._retire(w)
+        if confirmed:
+            msg = f"removed {sid}: its last window, events and end of stream were published"
+            log.info("control: %s", msg)
+        else:
+            msg = f"removed {sid}: its end was not confirmed within {timeout:g} s"
+            log.warning("control: %s", msg)
+        if p.notes:
+            msg += f" ({'; '.join(p.notes)})"
+        self._reply(make_reply(True, message=msg, sources=self._sources()), "remove", "ok")
+        return True
+
+    def _retire(self, w: Worker) -> None:
+        """Forget grabber ``w`` (removed, or replaced by a new instance): release it, drop its end marker."""
+        if w.release is not None:
+            w.release.set()
+        if w in self.workers:
+            self.workers.remove(w)
+        self.metrics.up.labels(w.name).set(0)
+        if self.state_dir and w.stream:
+            try:
+                os.unlink(os.path.join(self.state_dir, "ended", w.stream))
+            except FileNotFoundError:
+                pass
+        if w.proc is not None:
+            self._retired.append((w, time.monotonic()))
+
+    def _reap_retired(self) -> None:
+        keep = []
+        for w, since in self._retired:
+            if w.proc.is_alive():
+                if time.monotonic() - since > 10.0:
+                    log.warning("%s did not exit after its removal; killing it", w.name)
+                    w.proc.kill()
+                keep.append((w, since))
+            else:
+                w.proc.join()
+        self._retired = keep
 
     # ------------------------------------------------------------ main
 
@@ -209,9 +490,11 @@ class Supervisor:
         try:
             self.metrics.set_health(self.health)
             self.metrics.serve(self._port(0))
+            self._open_control()
             self._build_workers()
-            log.info("snippets %s, windows %s, events %s (menet subscribe --endpoint %s)", self.endpoints.snippets,
-                     self.endpoints.windows, self.endpoints.events, self.endpoints.events)
+            log.info("snippets %s, windows %s, events %s, control %s (menet subscribe --endpoint %s; "
+                     "menet sources --control %s list|add|remove)", self.endpoints.snippets, self.endpoints.windows,
+                     self.endpoints.events, self.endpoints.control, self.endpoints.events, self.endpoints.control)
             for w in self.workers:
                 self._start(w)
             failed = self._supervise()
@@ -220,8 +503,13 @@ class Supervisor:
         finally:
             for s, h in prev.items():
                 signal.signal(s, h)
+            if self._probe_pool is not None:
+                self._probe_pool.shutdown(wait=False, cancel_futures=True)
+            if self._ctl is not None:
+                self._ctl.close(linger=0)
             if self._push is not None:
                 self._push.close(linger=0)
+            if self._zctx is not None:
                 self._transport.close()
                 self._zctx.term()
             if self.state_dir:
@@ -230,13 +518,16 @@ class Supervisor:
             if self.endpoints and self.endpoints.tmpdir:
                 shutil.rmtree(self.endpoints.tmpdir, ignore_errors=True)
 
-    def _ended(self, stream: str | None) -> bool:
-        return bool(self.state_dir and stream and os.path.exists(os.path.join(self.state_dir, "ended", stream)))
+    def _ended(self, w: Worker) -> bool:
+        """The detector has published the end of grabber ``w``'s stream (its marker names w's instance)."""
+        return stream_ended(self.state_dir, w.stream or "", w.instance)
 
     def _request_replay(self, why: str) -> None:
         """A core worker lost its in-flight state: file streams not yet ended are sent again."""
         pending = [w.stream for w in self.workers if w.role == "grabber" and not w.restart and not w.failed
-                   and not self._ended(w.stream)]
+                   and not w.removing and not self._ended(w)]
+        if isinstance(self._pending, _PendingRemove):
+            self._pending.resend = True  # the removed stream's EOS may have been lost with the worker
         with self.epoch.get_lock():
             self.epoch.value += 1
         for w in self.workers:
@@ -253,7 +544,7 @@ class Supervisor:
         while not self.stop_requested:
             now = time.monotonic()
             for w in self.workers:
-                if w.finished:
+                if w.finished or w.removing:  # a source being removed is followed by its _PendingRemove
                     continue
                 if w.proc is None:
                     if now >= w.next_start:
@@ -289,19 +580,22 @@ class Supervisor:
                 log.error("%s exited with status %s; restarting in %.1f s", w.name, code, delay)
             grabbers = [w for w in self.workers if w.role == "grabber"]
             for w in grabbers:  # a file grabber replaying after a restart is busy again
-                if w.finished and w.done is not None and w.proc is not None and not w.done.is_set():
+                if w.finished and w.done is not None and w.proc is not None and not w.done.is_set() \
+                        and not w.removing:
                     w.finished = False
-            if grabbers and all(w.finished for w in grabbers):
+            # a run whose sources were all removed keeps running: it waits for `menet sources add`
+            if grabbers and all(w.finished and not w.removing for w in grabbers):
                 # wait (bounded) until the detector has published the end of every file stream, so a
                 # core worker that dies meanwhile is still restarted and the streams replayed
                 all_done_at = all_done_at or now
-                files = [w.stream for w in grabbers if not w.restart and not w.failed]
-                if all(self._ended(sid) for sid in files) or now - all_done_at > s.shutdown_timeout_s:
+                files = [w for w in grabbers if not w.restart and not w.failed]
+                if all(self._ended(w) for w in files) or now - all_done_at > s.shutdown_timeout_s:
                     log.info("every source has ended")
                     break
             else:
                 all_done_at = None
-            time.sleep(0.1)
+            self._reap_retired()
+            self._control_step(0.1)
         return failed
 
     def _wait(self, workers: list[Worker], deadline: float) -> None:
@@ -344,9 +638,17 @@ class Supervisor:
         for w in self.workers:
             if w.release is not None:
                 w.release.set()
-        self._wait([engine] + grabbers, deadline + 5)
+        self._wait([engine] + grabbers + [w for w, _ in self._retired], deadline + 5)
+        self._retired.clear()
         for w in self.workers:
             self.metrics.up.labels(w.name).set(0)
+        if self._pending is not None:
+            if isinstance(self._pending, _PendingRemove):
+                self._reply(make_reply(True, message=f"removed {self._pending.worker.stream}: the run stopped "
+                                                     "meanwhile (every stream was ended)"), "remove", "ok")
+            else:
+                self._reply(make_reply(False, "menet run is stopping"), "add", "refused")
+            self._pending = None
         log.info("stopped")
 
 

@@ -1,13 +1,15 @@
 """``menet run``: the online pipeline (grabbers, engine worker, detector worker).
 
     menet run --source URI [--source URI ...] [--config stream] [--checkpoint PATH]
-              [--event-endpoint E] [--snippet-endpoint E] [--window-endpoint E]
+              [--event-endpoint E] [--snippet-endpoint E] [--window-endpoint E] [--control E]
               [--hop N] [--merge auto|exact|lag] [--metrics-port P] [--wait-subscribers N]
 
 A source is ``[ID=]URI``: a video file, ``rtsp://...``, ``/dev/videoN`` or
 ``synthetic://NAME?...``; the id (default: derived from the URI) is the event
 topic. Events are published on ``stream.event_endpoint``; watch them with
-``menet subscribe``. Without ``--checkpoint`` the detector is random (a warning
+``menet subscribe``. Sources can be added and removed while it runs with ``menet
+sources`` (control endpoint: ``--control``, default ipc in the run's temp dir,
+printed at start). Without ``--checkpoint`` the detector is random (a warning
 says so). Exit status: 0 after a clean stop (files ended, or SIGINT/SIGTERM),
 1 when a worker failed for good, 2 when the pipeline cannot start (a source does
 not open, a checkpoint does not match the config, a bad config).
@@ -32,6 +34,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--event-endpoint", default=None, help="override stream.event_endpoint")
     p.add_argument("--snippet-endpoint", default=None, help="override stream.snippet_endpoint")
     p.add_argument("--window-endpoint", default=None, help="override stream.window_endpoint")
+    p.add_argument("--control", default=None, metavar="ENDPOINT",
+                   help="override stream.control_endpoint: where `menet sources` adds/removes sources "
+                        "(ipc://PATH or loopback tcp://HOST:PORT; default: ipc in the run's temp dir)")
     p.add_argument("--engine-dir", default=None,
                    help="override stream.engine_dir: engines from `menet build-engine` (ONNX Runtime / TensorRT)")
     p.add_argument("--backend", choices=("auto", "pytorch", "onnxruntime", "tensorrt"), default=None,
@@ -54,8 +59,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"menet run: {exc}", file=sys.stderr)
         return 2
     s = cfg.stream
+    if args.control is not None and not args.control.startswith(("ipc://", "tcp://")):
+        print(f"menet run: --control must be an ipc:// or tcp:// endpoint, got {args.control!r}", file=sys.stderr)
+        return 2
     for attr, value in (("event_endpoint", args.event_endpoint), ("snippet_endpoint", args.snippet_endpoint),
-                        ("window_endpoint", args.window_endpoint), ("merge", args.merge),
+                        ("window_endpoint", args.window_endpoint), ("control_endpoint", args.control),
+                        ("merge", args.merge),
                         ("metrics_port", args.metrics_port), ("wait_subscribers", args.wait_subscribers),
                         ("engine_dir", args.engine_dir), ("backend", args.backend)):
         if value is not None:
