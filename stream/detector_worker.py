@@ -17,6 +17,7 @@ an event may wait for an overlapping chain of proposals to end; ``lag``
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import os
@@ -39,11 +40,41 @@ from .metrics import Metrics, Timer, receive_valid
 log = logging.getLogger(__name__)
 
 
+class RecentIds:
+    """The last ``capacity`` event ids of a stream, for telling identical segments apart.
+
+    Two events get the same base id only when they have the same stream, label, start and
+    end, i.e. the same segment published twice, which happens within one merge window, not
+    hours apart. Remembering every id ever published grew the detector by every event for
+    as long as a stream runs (a month-long camera); a count-based bound keeps ids
+    deterministic, so a replayed file stream still gets the same ids.
+    """
+
+    def __init__(self, capacity: int = 65536) -> None:
+        self.capacity = capacity
+        self._order: collections.deque[str] = collections.deque()
+        self._set: set[str] = set()
+
+    def __contains__(self, eid: object) -> bool:
+        return eid in self._set
+
+    def __len__(self) -> int:
+        return len(self._set)
+
+    def add(self, eid: str) -> None:
+        if eid in self._set:
+            return
+        self._set.add(eid)
+        self._order.append(eid)
+        if len(self._order) > self.capacity:
+            self._set.discard(self._order.popleft())
+
+
 @dataclass
 class _DStream:
     merger: StreamMerger
     last_start: int
-    ids: set[str] = field(default_factory=set)
+    ids: "RecentIds" = field(default_factory=lambda: RecentIds())
     last_header: dict[str, Any] = field(default_factory=dict)  # stamps for events released by a flush
     live: bool = True
     processed: int = 0  # windows pushed into the merger
@@ -158,7 +189,8 @@ class DetectorCore:
             st = None
         if st is None:
             st = self.streams[sid] = _DStream(
-                StreamMerger(h["sps"], self.cfg.inference, None, max_lag=self._max_lag(bool(h.get("live")))),
+                StreamMerger(h["sps"], self.cfg.inference, None, max_lag=self._max_lag(bool(h.get("live"))),
+                             keep_history=False),
                 h["start"], live=live, instance=self._instance(sid))
         st.last_start = h["start"]
         st.processed += 1

@@ -262,3 +262,14 @@ def test_run_refuses_onnxruntime_without_engines(stream_setup, tmp_path, capsys)
                "--engine-dir", str(tmp_path / "no-engines")])
     assert rc == 2
     assert "no-engines" in capsys.readouterr().err
+
+
+def test_recent_event_ids_are_bounded_and_keep_the_newest() -> None:
+    from stream.detector_worker import RecentIds
+
+    ids = RecentIds(capacity=100)
+    for i in range(10_000):
+        ids.add(f"e{i}")
+    ids.add("e9999")  # re-adding a present id changes nothing
+    assert len(ids) == 100
+    assert "e9999" in ids and "e9900" in ids and "e9899" not in ids and "e0" not in ids

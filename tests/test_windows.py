@@ -270,3 +270,23 @@ def test_detections_to_results_roundtrip(tmp_path) -> None:
     assert detections_to_results("v", det, None)[0]["label"] == "2"
     with pytest.raises(ValueError):
         detections_to_results("v", det, ["Run"])
+
+
+def test_stream_merger_without_history_holds_only_pending_detections() -> None:
+    """The online detector's merger: final detections leave it, nothing accumulates per event."""
+    cfg = InferenceConfig()
+    merger = StreamMerger(0.2, cfg, None, max_lag=2.0, keep_history=False)
+    rng = np.random.default_rng(0)
+    released = 0
+    for w in range(200):
+        start = w * 8
+        segs = np.sort(rng.uniform(0, 16, (6, 2)), axis=1)
+        props = Proposals(segments=segs, scores=rng.uniform(0.1, 1, 6), labels=np.zeros(6, np.int64),
+                          proposal_scores=np.ones(6), level=np.zeros(6, np.int64),
+                          anchors=np.zeros((6, 2), np.int64), label_rank=np.zeros(6, np.int64),
+                          class_probs=np.zeros((6, 2)), window=16)
+        released += len(merger.push(start, props))
+    assert released > 500  # events did flow out
+    assert merger._emitted == [] and len(merger._pending) < 60  # bounded state
+    with pytest.raises(RuntimeError, match="keep_history"):
+        merger.result()

@@ -235,11 +235,14 @@ class StreamMerger:
             only). ``bmn`` Soft-NMS needs it for the video-level pass.
         max_lag: bound on how far (seconds) final detections may trail the
             horizon; ``None``: exact only.
+        keep_history: keep every emitted detection for :meth:`result`. The
+            online detector passes False: a stream runs for months, and the
+            history would grow by every event (measured: +0.7 MB/min in a soak).
     """
 
     def __init__(self, seconds_per_snippet: float, cfg: InferenceConfig,
                  video_duration: float | None = None, *, proposals_only: bool = False,
-                 max_lag: float | None = None) -> None:
+                 max_lag: float | None = None, keep_history: bool = True) -> None:
         s = cfg.soft_nms
         if s.method in ("linear", "hard") and s.iou_threshold < 0:
             raise ValueError("StreamMerger needs iou_threshold >= 0 (IoU 0 must not suppress)")
@@ -256,6 +259,7 @@ class StreamMerger:
             raise ValueError(f"max_lag must be >= 0 seconds, got {max_lag}")
         self.max_lag = max_lag
         self._pending = Detections.empty()
+        self.keep_history = keep_history
         self._emitted: list[Detections] = []
         self._last_start = -math.inf
 
@@ -284,6 +288,8 @@ class StreamMerger:
 
     def result(self) -> Detections:
         """All final detections so far: top ``max_detections`` by score (``merge_video``'s cut)."""
+        if not self.keep_history:
+            raise RuntimeError("StreamMerger(keep_history=False) keeps no history: result() is unavailable")
         allw = Detections.concatenate(self._emitted)
         order = np.argsort(-allw.scores, kind="stable")[: self.cfg.max_detections]
         return Detections(allw.segments[order], allw.scores[order], allw.labels[order])
@@ -307,7 +313,8 @@ class StreamMerger:
         self._pending = Detections(pend.segments[~done], pend.scores[~done], pend.labels[~done])
         out = _nms(pend.segments[done], pend.scores[done], pend.labels[done], self.cfg, self._duration(),
                    self._agnostic(), self.cfg.max_detections)
-        self._emitted.append(out)
+        if self.keep_history:
+            self._emitted.append(out)
         return out
 
     def _agnostic(self) -> bool:
@@ -347,7 +354,8 @@ class StreamMerger:
                                 np.asarray(keep_sc, np.float64), np.asarray(keep_lab, np.int64))
         later = Detections(pend.segments[rest], pend.scores[rest], pend.labels[rest])
         self._pending = Detections.concatenate([straddlers, later])
-        self._emitted.append(out)
+        if self.keep_history:
+            self._emitted.append(out)
         return out
 
     def _nms_kwargs(self) -> dict[str, Any]:
