@@ -66,6 +66,22 @@ def load_keypair(path: str | Path) -> tuple[bytes, bytes | None]:
     return public, secret
 
 
+
+def load_client_curve(key: str | Path | None, server_key: str | Path | None) -> tuple[bytes, bytes, bytes] | None:
+    """(client public, client secret, server public) for a CURVE client; None when neither file is given.
+
+    ``key``: the client's ``NAME.key_secret``; ``server_key``: the server's ``NAME.key``.
+    Raises :class:`SecurityError` naming what is missing or wrong.
+    """
+    if not key and not server_key:
+        return None
+    if not (key and server_key):
+        raise SecurityError("CURVE needs both --key (client NAME.key_secret) and --server-key (server NAME.key)")
+    pub, sec = load_keypair(key)
+    if sec is None:
+        raise SecurityError(f"{key}: holds no secret key (give the NAME.key_secret file)")
+    return pub, sec, load_keypair(server_key)[0]
+
 def endpoint_host(endpoint: str) -> str | None:
     if not endpoint.startswith("tcp://"):
         return None

@@ -60,7 +60,7 @@ def _table(sources: list[dict[str, Any]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..control import ControlClient, ControlError, discover
-    from ..security import SecurityError, load_keypair
+    from ..security import SecurityError, load_client_curve
     from ..sources import parse_source_arg
 
     def fail(msg: str, code: int = 2) -> int:
@@ -89,14 +89,9 @@ def run(args: argparse.Namespace) -> int:
             return fail("several `menet run` are running; choose one with --control:\n  " + "\n  ".join(found))
         endpoint = found[0]
     curve = None
-    if endpoint.startswith("tcp://") and (key or server_key):
-        if not (key and server_key):
-            return fail("CURVE needs both --key (client NAME.key_secret) and --server-key (server NAME.key)")
+    if endpoint.startswith("tcp://"):
         try:
-            pub, sec = load_keypair(key)
-            if sec is None:
-                raise SecurityError(f"{key}: holds no secret key (give the NAME.key_secret file)")
-            curve = (pub, sec, load_keypair(server_key)[0])
+            curve = load_client_curve(key, server_key)
         except SecurityError as exc:
             return fail(str(exc))
     client = ControlClient(endpoint, timeout_s=args.timeout, curve=curve)

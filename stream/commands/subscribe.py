@@ -45,7 +45,7 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..subscriber import Subscriber, format_message
 
-    from ..security import SecurityError, load_keypair
+    from ..security import SecurityError, load_client_curve
 
     endpoint = args.endpoint
     key, server_key = args.key, args.server_key
@@ -61,20 +61,11 @@ def run(args: argparse.Namespace) -> int:
             endpoint = endpoint or scfg.event_endpoint
             key = key or scfg.curve_client_secret_file
             server_key = server_key or scfg.curve_server_public_file
-    curve = None
-    if key or server_key:
-        if not (key and server_key):
-            print("menet subscribe: CURVE needs both --key (client NAME.key_secret) and --server-key "
-                  "(server NAME.key)", file=sys.stderr)
-            return 2
-        try:
-            pub, sec = load_keypair(key)
-            if sec is None:
-                raise SecurityError(f"{key}: holds no secret key (give the NAME.key_secret file)")
-            curve = (pub, sec, load_keypair(server_key)[0])
-        except SecurityError as exc:
-            print(f"menet subscribe: {exc}", file=sys.stderr)
-            return 2
+    try:
+        curve = load_client_curve(key, server_key)
+    except SecurityError as exc:
+        print(f"menet subscribe: {exc}", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGINT, signal.default_int_handler)
     events = 0
     pending_end = set(args.stream or [])
