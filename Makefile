@@ -1,10 +1,11 @@
-# Fresh machine: `make test` builds .venv from nothing and runs the suite.
+# Fresh machine: `make demo` sets up .venv and runs the online pipeline on the bundled
+# synthetic camera and checkpoint; `make test` builds .venv from nothing and runs the suite.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-fast venv system-deps clean
+.PHONY: demo test test-fast venv system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +19,11 @@ venv: $(STAMP)
 # quiet, and a no-op without root/apt (those tests then skip, saying why).
 system-deps:
 	sh scripts/install-system-deps.sh
+
+# The main job on the embedded default: a synthetic live camera with known actions through
+# `menet run` with checkpoints/menet-tiny-synth.pt; events live, then a summary. CPU, no downloads.
+demo: $(STAMP)
+	$(PY) -m stream demo $(DEMO_ARGS)
 
 # Everything, slow-marked tests included (CI runs this).
 test: $(STAMP) system-deps

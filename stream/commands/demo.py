@@ -16,8 +16,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "dropped snippets. No downloads; CPU only.")
     p.add_argument("--config", default="stream", help="config (default: stream, the tiny CPU network)")
     p.add_argument("--checkpoint", help="checkpoint (default: the bundled checkpoints/menet-tiny-synth.pt)")
-    p.add_argument("--seconds", type=float, default=45.0, help="length of the synthetic stream (default 45)")
+    p.add_argument("--seconds", type=float, default=90.0, help="length of the synthetic stream (default 90)")
+    p.add_argument("--hop", type=int, default=16,
+                   help="snippets between two windows (default 16: a window, and events, every 5 s; "
+                        "the config's hop is 64 = 20 s)")
     p.add_argument("--seed", type=int, default=7, help="scene and actions of the synthetic stream")
+    p.add_argument("--show-min-score", type=float, default=0.02,
+                   help="print events with at least this score (default 0.02); every event is scored")
     p.add_argument("--json", help="also write the summary as JSON to this file")
     p.set_defaults(func=run)
 
@@ -27,12 +32,16 @@ def run(args: argparse.Namespace) -> int:
     from engine.config import ConfigError
     from stream.demo import BUNDLED_CHECKPOINT, format_report, run_demo
 
+    if args.hop < 1:
+        print("menet demo: --hop must be >= 1", file=sys.stderr)
+        return 2
     if not 5 <= args.seconds <= 3600:
         print("menet demo: --seconds must be in 5..3600", file=sys.stderr)
         return 2
     checkpoint = Path(args.checkpoint) if args.checkpoint else BUNDLED_CHECKPOINT
     try:
-        report = run_demo(args.config, checkpoint, args.seconds, args.seed, out=lambda s: print(s, flush=True))
+        report = run_demo(args.config, checkpoint, args.seconds, args.seed, out=lambda s: print(s, flush=True),
+                          hop=args.hop, show_min_score=args.show_min_score)
     except (ConfigError, CheckpointError, FileNotFoundError, RuntimeError, TimeoutError) as exc:
         print(f"menet demo: {exc}", file=sys.stderr)
         return 1
