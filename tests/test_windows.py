@@ -254,6 +254,27 @@ def test_stream_merger_max_lag_duplicates() -> None:
         np.testing.assert_allclose(np.sort(m.result().scores), np.sort(ref.scores), rtol=1e-12)
 
 
+@pytest.mark.parametrize("max_lag", [None, 2.0])
+@pytest.mark.parametrize("seed", [0, 3])
+def test_stream_merger_emit_floor_bounds_later_detections(max_lag: float | None, seed: int) -> None:
+    """emit_floor(): nothing emitted later ends before it (the detector forgets older event ids)."""
+    cfg = inference("gaussian", max_detections=1000)
+    wins = random_windows(seed, max_len=40.0 if seed == 3 else 3.0)
+    merger = StreamMerger(0.2, cfg, None, max_lag=max_lag, keep_history=False)
+    assert merger.emit_floor() == -math.inf
+    floors: list[float] = []
+    checked = 0
+    for start, p in wins + [(None, None)]:
+        got = merger.flush() if start is None else merger.push(start, p)
+        for f in floors:
+            assert (got.segments[:, 1] >= f).all()
+            checked += len(got)
+        if start is not None:
+            floors.append(merger.emit_floor())
+    assert checked > 0
+    assert floors == sorted(floors)
+
+
 # ---------------------------------------------------------------- results
 
 

@@ -286,6 +286,18 @@ class StreamMerger:
         """End of the video: everything pending becomes final."""
         return self._release(math.inf)
 
+    def emit_floor(self) -> float:
+        """Seconds: every detection this merger can still emit ends at or after this.
+
+        Those are the pending segments and the segments of later windows, which start at or
+        after the last window's start (segments are clipped to their window). The online
+        detector forgets the ids of events that ended before it (see
+        ``stream.detector_worker.RecentIds``). ``-inf`` before the first window."""
+        floor = self._last_start * self.sps
+        if len(self._pending):
+            floor = min(floor, float(self._pending.segments[:, 1].min()))
+        return floor
+
     def result(self) -> Detections:
         """All final detections so far: top ``max_detections`` by score (``merge_video``'s cut)."""
         if not self.keep_history:
