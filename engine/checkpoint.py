@@ -23,7 +23,7 @@ FORMAT = "menet-checkpoint-1"
 # Sections whose values change what the weights mean; train/inference/stream may differ.
 BINDING_SECTIONS = ("data", "model")
 # Keys inside those sections that may differ without changing the weights' meaning.
-FREE_KEYS = {"model.backbone_weights", "data.window_overlap"}
+FREE_KEYS = {"model.backbone_weights", "data.window_overlap", "data.window_gt", "data.window_gt_coverage"}
 
 
 class CheckpointError(ValueError):

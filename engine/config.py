@@ -39,6 +39,11 @@ class DataConfig:
     window_overlap: float = 0.5  # THUMOS sliding windows
     num_classes: int = 1
     class_names: list[str] | None = None
+    # THUMOS training windows: which ground truths a window keeps. "coverage": those with at
+    # least window_gt_coverage of their length inside (the earlier rule); "clip": any overlap,
+    # clipped to the window (G-TAD). See docs/training.md for the measurement behind the default.
+    window_gt: Literal["coverage", "clip"] = "coverage"
+    window_gt_coverage: float = 0.75
 
 
 @dataclass
@@ -55,6 +60,17 @@ class ModelConfig:
     max_duration: list[int] | None = None  # D_i per level; None: L_i (every anchor)
     head_samples: int = 16  # S of SAlign
     head_hidden: int = 256
+    # SAlign context: the anchor is widened by this fraction of its length on each side before
+    # sampling (G-TAD: 0.5 with S = 32). The paper names G-TAD's SAlign but gives neither.
+    salign_context: float = 0.0
+    # Who labels proposals (beyond the paper, which uses an external video-level classifier):
+    # "anchor": the per-anchor classifier on SAlign samples in each head; "segment": the
+    # segment classifier (engine/model/segment_classifier.py) on the SFPN levels pooled over
+    # the refined proposal, trained after the detector.
+    labeller: Literal["anchor", "segment"] = "anchor"
+    segment_hidden: int = 128
+    segment_samples: int = 8
+    segment_context: float = 0.5  # surroundings on each side, fraction of the segment length
 
 
 @dataclass
@@ -70,6 +86,20 @@ class TrainConfig:
     lambda1: float = 5.0
     lambda2: float = 10.0
     weight_decay: float = 0.0
+    # M_reg loss (eq. 5): "paper" = plain L2 over the sampled anchors; "balanced" = BMN/G-TAD's
+    # high/mid/low tIoU balance (equal weight to anchors with tIoU > 0.7, 0.3-0.7, < 0.3).
+    reg_loss: Literal["paper", "balanced"] = "paper"
+    # Which epoch best.pt holds. "last": the fixed schedule's last epoch (never looks at the
+    # evaluation subset); "holdout": best average mAP on holdout_fraction of the *training*
+    # videos, held out from training. Validation mAP is still logged, never used to choose.
+    selection: Literal["last", "holdout"] = "last"
+    holdout_fraction: float = 0.1
+    # segment classifier (model.labeller: segment), trained after the detector on its frozen
+    # level features: ground-truth segments with each boundary moved by up to
+    # segment_jitter x the segment length, so it sees segments as imprecise as proposals
+    segment_epochs: int = 60
+    segment_jitter: float = 0.1
+    segment_lr: float = 1.0e-3
     seed: int = 0
 
 
@@ -90,6 +120,9 @@ class InferenceConfig:
     min_score: float = 0.001
     soft_nms: SoftNMSConfig = field(default_factory=SoftNMSConfig)
     top_k_labels: int = 2  # external video-level score fusion
+    # labels emitted per proposal (offline and online): each proposal is reported once per
+    # each of its best k classes, score = proposal score x class probability
+    labels_per_proposal: int = 1
 
 
 @dataclass
@@ -390,6 +423,18 @@ def _validate(cfg: MENetConfig, where: _Where) -> None:
           f"must be in 0..epochs ({t.epochs}), got {t.generalization_epochs}")
     check(t.lr > 0 and t.lr_decayed > 0, "train.lr", "learning rates must be > 0")
     check(0 < t.positive_iou < 1, "train.positive_iou", f"must be in (0, 1), got {t.positive_iou}")
+    check(t.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")
+    check(0 < t.holdout_fraction < 1, "train.holdout_fraction", f"must be in (0, 1), got {t.holdout_fraction}")
+    check(0 < d.window_gt_coverage <= 1, "data.window_gt_coverage",
+          f"must be in (0, 1], got {d.window_gt_coverage}")
+    check(0 <= m.salign_context <= 2, "model.salign_context", f"must be in [0, 2], got {m.salign_context}")
+    for key, value in (("model.segment_hidden", m.segment_hidden), ("model.segment_samples", m.segment_samples),
+                       ("train.segment_epochs", t.segment_epochs)):
+        check(value >= 1, key, f"must be >= 1, got {value}")
+    check(m.segment_context >= 0, "model.segment_context", f"must be >= 0, got {m.segment_context}")
+    check(0 <= t.segment_jitter < 0.5, "train.segment_jitter", f"must be in [0, 0.5), got {t.segment_jitter}")
+    check(1 <= cfg.inference.labels_per_proposal <= d.num_classes, "inference.labels_per_proposal",
+          f"must be in 1..data.num_classes ({d.num_classes}), got {cfg.inference.labels_per_proposal}")
     i = cfg.inference
     check(0 < i.peak_ratio <= 1, "inference.peak_ratio", f"must be in (0, 1], got {i.peak_ratio}")
     check(i.max_detections >= 1, "inference.max_detections", f"must be >= 1, got {i.max_detections}")

@@ -34,6 +34,8 @@ def test_paper_config_detector_shapes(config: str, lengths: list[int]) -> None:
     cfg = load_config(config)
     det = TemporalDetector(cfg, cfg.feature_channels).eval()
     assert cfg.feature_channels == 1024  # [F_movement, F_total] of R(2+1)D-34's 512
+    # G-TAD's SAlign: S = 32 over the anchor widened by half its length on each side
+    assert all((h.num_samples, h.context) == (32, 0.5) for h in det.heads)
     feats = torch.randn(2, 1024, cfg.data.window)
     anchors = [torch.tensor([[0, 0], [length // 4, 3]]) for length in lengths]  # cells (d, s)
     with torch.no_grad():

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from engine.config import DataConfig, InferenceConfig, SoftNMSConfig
 from engine.evaluation.results_format import read_activitynet_results, write_activitynet_results
 from engine.postprocess.decode import Proposals
+from engine.postprocess.soft_nms import soft_nms
 from engine.postprocess.windows import (Detections, StreamMerger, detections_to_results, merge_video,
                                         seconds_per_snippet, to_seconds, window_pad, window_starts,
                                         window_valid_length)
@@ -151,6 +152,87 @@ def test_merge_empty() -> None:
     assert len(det) == 0 and det.segments.shape == (0, 2)
     det = merge_video([(0, props([], [], []))], 0.5, 10.0, inference())
     assert len(det) == 0
+
+
+def near_duplicates(window: int = 8) -> Proposals:
+    # same class, IoU 2 / 2.2 between the first two; the third overlaps neither
+    return props([[1.0, 3.0], [1.0, 3.2], [5.0, 6.0]], [0.9, 0.8, 0.5], [1, 1, 1], window)
+
+
+def one_pass(p: Proposals, sps: float, duration: float, cfg: InferenceConfig) -> np.ndarray:
+    """Scores of ONE Soft-NMS pass (cfg.soft_nms, video duration) over a window at 0."""
+    c = cfg.soft_nms
+    res = soft_nms(p.segments * sps, p.scores, p.labels, method=c.method, sigma=c.sigma,
+                   iou_threshold=c.iou_threshold, low_threshold=c.bmn_low, high_threshold=c.bmn_high,
+                   duration=duration, class_agnostic=c.class_agnostic, top_k=cfg.max_detections,
+                   min_score=cfg.min_score)
+    return res.scores
+
+
+def test_single_window_video_gets_one_soft_nms_pass() -> None:
+    det = merge_video([(0, near_duplicates())], 0.5, 10.0, inference("gaussian"))
+    decay = math.exp(-(2.0 / 2.2) ** 2 / 0.5)
+    # decayed once by its neighbour (0.8 -> 0.2125), not twice (-> 0.0564) as with a
+    # per-window pass followed by the video-level pass over the same set
+    np.testing.assert_allclose(det.scores, [0.9, 0.5, 0.8 * decay], rtol=1e-12)
+    np.testing.assert_allclose(det.segments, [[0.5, 1.5], [2.5, 3.0], [0.5, 1.6]])
+
+
+@pytest.mark.parametrize("method", ["gaussian", "linear", "hard", "bmn"])
+@pytest.mark.parametrize("agnostic", [False, True])
+def test_single_window_equals_one_pass_over_its_proposals(method: str, agnostic: bool) -> None:
+    # ActivityNet mode: the one window is the whole video (window 200 = duration 50 s)
+    cfg = inference(method, agnostic, max_detections=30)
+    (_, p), = random_windows(7, n_snippets=200, window=200, max_len=40.0)
+    assert len(p) > 10
+    det = merge_video([(0, p)], 0.25, 50.0, cfg)
+    np.testing.assert_allclose(det.scores, one_pass(p, 0.25, 50.0, cfg), rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["gaussian", "linear", "hard", "bmn"])
+@pytest.mark.parametrize("proposals_only", [False, True])
+def test_stream_merger_single_window_flush_equals_merge_video(method: str, proposals_only: bool) -> None:
+    # THUMOS mode, a video shorter than one window: one window at 0, padded (segments past
+    # 4 s are clipped or dropped)
+    cfg = inference(method, max_detections=15)
+    wins = random_windows(0, n_snippets=20, window=32, max_len=40.0)
+    assert len(wins) == 1 and len(wins[0][1]) > 15
+    sps, duration = 0.2, 20 * 0.2
+    ref = merge_video(wins, sps, duration, cfg, proposals_only=proposals_only)
+    merger = StreamMerger(sps, cfg, duration, proposals_only=proposals_only)
+    assert len(merger.push(*wins[0])) == 0  # nothing can be final before the end
+    merger.flush()
+    res = merger.result()
+    np.testing.assert_allclose(res.scores, ref.scores, rtol=1e-12)
+    np.testing.assert_allclose(res.segments, ref.segments)
+    np.testing.assert_array_equal(res.labels, ref.labels)
+    if method != "bmn":
+        # the online detector's merger (no duration, no history) flushes the same single pass
+        m = StreamMerger(sps, cfg, None, proposals_only=proposals_only, keep_history=False)
+        m.push(*wins[0])
+        unclipped = merge_video(wins, sps, 1e9, cfg, proposals_only=proposals_only)
+        np.testing.assert_allclose(m.flush().scores, unclipped.scores, rtol=1e-12)
+
+
+def test_multi_window_merge_keeps_two_stage_soft_nms() -> None:
+    # an empty second window makes the video two windows: the first window's near-duplicates
+    # go through its per-window pass and then the video-level pass, as before
+    sps, duration, cfg = 0.5, 10.0, inference("gaussian")
+    wins = [(0, near_duplicates()), (4, props([], [], []))]
+    det = merge_video(wins, sps, duration, cfg)
+    decay = math.exp(-(2.0 / 2.2) ** 2 / 0.5)
+    np.testing.assert_allclose(det.scores, [0.9, 0.5, 0.8 * decay * decay], rtol=1e-12)
+    merger = StreamMerger(sps, cfg, duration)
+    for start, p in wins:
+        merger.push(start, p)
+    merger.flush()
+    np.testing.assert_allclose(merger.result().scores, det.scores, rtol=1e-12)
+    # a first window that already emitted detections was not the whole segment either:
+    # its flush is the usual release of the (window-NMS'd) pending set
+    early = StreamMerger(sps, cfg, duration)
+    first = early.push(0, near_duplicates(), next_start=4)  # the duplicates end by 2 s: final
+    np.testing.assert_allclose(first.scores, [0.9, 0.8 * decay * decay], rtol=1e-12)
+    np.testing.assert_allclose(early.flush().scores, [0.5])
 
 
 # ---------------------------------------------------------------- streaming

@@ -52,9 +52,13 @@ def valid_cells(length: int, max_duration: int, device: torch.device | None = No
 
 
 class DetectorHead(nn.Module):
-    def __init__(self, channels: int, num_samples: int, hidden: int, num_classes: int) -> None:
+    def __init__(self, channels: int, num_samples: int, hidden: int, num_classes: int,
+                 context: float = 0.0) -> None:
         super().__init__()
         self.num_samples = num_samples
+        # SAlign context ratio (model.salign_context). A plain float, not a buffer: it is part
+        # of the config the checkpoint binds, and a constant keeps the exported graph static.
+        self.context = float(context)
         self.num_classes = num_classes
         self.boundary = nn.Sequential(
             nn.Conv1d(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
@@ -70,7 +74,7 @@ class DetectorHead(nn.Module):
 
     def anchors(self, feature: torch.Tensor, pairs: torch.Tensor) -> AnchorOutputs:
         """Sparse mode: outputs for given (start_idx, end_idx) pairs, [N, 2] or [B, N, 2]."""
-        aligned = salign(feature, pairs, self.num_samples)
+        aligned = salign(feature, pairs, self.num_samples, self.context)
         iou = torch.sigmoid(self.iou_asp(aligned))
         offset = self.offset_asp(aligned)
         logits = self.classifier(aligned).transpose(1, 2)

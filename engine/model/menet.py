@@ -17,6 +17,7 @@ from .backbone import build_backbone
 from .head import AnchorOutputs, DetectorHead
 from .mfe import MovementFeatureExtractor
 from .mrem import ConvRelation, MultiRelationEnhance
+from .segment_classifier import SegmentClassifier
 from .sfpn import ScaleFPN
 from .weights import init_backbone
 
@@ -41,9 +42,16 @@ class TemporalDetector(nn.Module):
         self.relation = relation(in_channels, m.channels, m.relation_kernel)
         self.sfpn = ScaleFPN(m.channels, m.channels, m.levels)
         self.heads = nn.ModuleList(
-            [DetectorHead(m.channels, m.head_samples, m.head_hidden, cfg.data.num_classes)
+            [DetectorHead(m.channels, m.head_samples, m.head_hidden, cfg.data.num_classes, m.salign_context)
              for _ in range(m.levels)])
         self.window = cfg.data.window
+        # the segment classifier reads the MREM output (model.labeller: segment; measured: the
+        # SFPN levels carry far less class information, docs/results.md "Labels"); trained after
+        # the detector by engine.training.segment_classifier; absent for "anchor"
+        self.labeller: SegmentClassifier | None = None
+        if m.labeller == "segment":
+            self.labeller = SegmentClassifier([m.channels], cfg.data.num_classes, m.segment_hidden,
+                                              m.segment_samples, m.segment_context, window=cfg.data.window)
 
     def levels(self, relation_features: torch.Tensor) -> list[torch.Tensor]:
         """SFPN over MREM output: the detector worker's dense part starts here."""
@@ -55,8 +63,13 @@ class TemporalDetector(nn.Module):
         """``anchors[i]``: cells (d, s) (training) or pairs (start, end) for level i."""
         if features.shape[-1] != self.window:
             raise ValueError(f"detector expects windows of {self.window} snippets, got {features.shape[-1]}")
+        return self.from_relation(self.relation(features), anchors, anchors_are_cells)
+
+    def from_relation(self, relation: torch.Tensor, anchors: list[torch.Tensor | None] | None = None,
+                      anchors_are_cells: bool = True) -> list[LevelOutput]:
+        """SFPN + heads on MREM output [B, C, W] (what the online detector worker receives)."""
         outputs = []
-        for i, (head, feat) in enumerate(zip(self.heads, self.levels(self.relation(features)))):
+        for i, (head, feat) in enumerate(zip(self.heads, self.levels(relation))):
             bounds = head.boundaries(feat)
             req = anchors[i] if anchors is not None else None
             anchor_out = None
