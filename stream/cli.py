@@ -13,8 +13,8 @@ import sys
 
 # Order is the order of `menet --help`. A module that is not there yet is skipped,
 # so the CLI only ever lists commands that exist.
-COMMANDS = ("demo", "run", "sources", "subscribe", "synth", "pretrain_backbone", "extract", "train", "infer", "eval",
-            "build_engine", "bench", "keys", "model_info")
+COMMANDS = ("demo", "run", "sources", "subscribe", "synth", "pretrain_backbone", "extract", "train", "train_labeller", "infer", "eval",
+            "build_engine", "bench", "keys", "model_info", "weights")
 
 
 def build_parser() -> argparse.ArgumentParser:
