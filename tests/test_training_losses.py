@@ -11,7 +11,7 @@ from engine.config import load_config
 from engine.model.head import AnchorOutputs
 from engine.model.menet import LevelOutput, TemporalDetector
 from engine.training.labels import assign_level, assign_window
-from engine.training.losses import (boundary_loss, class_loss, gather_cells, iou_loss, menet_loss,
+from engine.training.losses import (balanced_l2, boundary_loss, class_loss, gather_cells, iou_loss, menet_loss,
                                     offset_loss, reweighted_bce)
 from engine.training.sampler import AnchorSampler
 
@@ -68,6 +68,55 @@ def test_iou_loss_by_hand() -> None:
     assert l2.item() == pytest.approx((0.05 ** 2 + 0.2 ** 2 + 0.1 ** 2) / 3, rel=1e-5)  # 0.0175
 
 
+def test_balanced_l2_by_hand() -> None:
+    # high (> .7): g .8, .9 vs .6, .9 -> SE .04, 0: mean .02
+    # mid (.3, .7]: g .7, .5 vs .7, 0 -> SE 0, .25: mean .125   (.7 itself is mid)
+    # low (<= .3): g 0, .1, .3 vs .1, .1, .5 -> SE .01, 0, .04: mean .05/3   (.3 itself is low)
+    g = T([0.8, 0.9, 0.7, 0.5, 0.0, 0.1, 0.3])
+    reg = T([0.6, 0.9, 0.7, 0.0, 0.1, 0.1, 0.5])
+    expected = (0.02 + 0.125 + 0.05 / 3) / 3  # 0.0538889
+    assert balanced_l2(reg, g).item() == pytest.approx(expected, rel=1e-5)
+    _, l2 = iou_loss(torch.full((7,), 0.5), reg, g, 0.9, reg_loss="balanced")
+    assert l2.item() == pytest.approx(expected, rel=1e-5)
+    _, plain = iou_loss(torch.full((7,), 0.5), reg, g, 0.9)  # the paper's L2: mean over all 7
+    assert plain.item() == pytest.approx(0.34 / 7, rel=1e-5)
+    with pytest.raises(ValueError, match="'paper' or 'balanced'"):
+        iou_loss(reg, reg, g, 0.9, reg_loss="huber")  # type: ignore[arg-type]
+
+
+def test_balanced_l2_weighs_each_group_equally() -> None:
+    # 1 high, 3 mid, 12 low anchors, every one off by .1: each group's share of the loss and of
+    # the gradient is the same (1/3), whatever its size; the plain L2 gives low 12/16 of the gradient
+    g = torch.cat([T([0.9]), torch.full((3,), 0.5), torch.full((12,), 0.1)])
+    groups = [slice(0, 1), slice(1, 4), slice(4, 16)]
+    reg = (g + 0.1).requires_grad_(True)
+    loss = balanced_l2(reg, g)
+    assert loss.item() == pytest.approx(0.01, rel=1e-5)
+    loss.backward()
+    shares = [reg.grad[s].sum().item() for s in groups]
+    assert shares == pytest.approx([2 * 0.1 / 3] * 3, rel=1e-5)
+    # more low anchors change nothing: the low group is one third however large
+    more = torch.cat([g, torch.zeros(50)])
+    assert balanced_l2(more + 0.1, more).item() == pytest.approx(0.01, rel=1e-5)
+    reg2 = (g + 0.1).requires_grad_(True)
+    torch.nn.functional.mse_loss(reg2, g).backward()
+    assert reg2.grad[groups[2]].sum().item() == pytest.approx(12 * reg2.grad[groups[0]].sum().item(), rel=1e-5)
+
+
+def test_balanced_l2_empty_groups_and_no_anchors() -> None:
+    # only low anchors: the one non-empty group is the whole loss (= the plain mean)
+    g, reg = T([0.0, 0.2]), T([0.3, 0.0])
+    assert balanced_l2(reg, g).item() == pytest.approx((0.09 + 0.04) / 2, rel=1e-5)
+    # no high anchor (BMN would give 0/0): mid and low share the weight
+    assert balanced_l2(T([0.5, 0.0]), T([0.6, 0.0])).item() == pytest.approx(0.01 / 2, rel=1e-5)
+    empty = torch.zeros(0, requires_grad=True)
+    loss = balanced_l2(empty, torch.zeros(0))
+    assert loss.item() == 0.0
+    loss.backward()
+    # batched [B, N]: the groups are counted over the whole batch
+    assert balanced_l2(T([[0.9], [0.1]]), T([[0.8], [0.0]])).item() == pytest.approx(0.01, rel=1e-5)
+
+
 def test_offset_loss_by_hand() -> None:
     mask = T([True, True, False])
     # Smooth L1 (beta 1): cent |.5| -> .125, |2| -> 1.5: mean .8125; dura |.2| -> .02, |1.5| -> 1.0: mean .51
@@ -122,6 +171,23 @@ def test_menet_loss_by_hand() -> None:
     # cls_weight scales only the class term
     out0 = menet_loss([_hand_level(half, half, anchors)], [[tg]], [cells], cls_weight=0.0)
     assert out0["total"].item() == pytest.approx(21.981659893549246 - math.log(2), rel=1e-6)
+
+
+def test_menet_loss_balanced_reg_by_hand() -> None:
+    tg = assign_level([[1, 3]], [0], window=4, length=4, num_classes=1)
+    cells = T([[1, 1], [0, 0], [0, 3], [2, 0]])  # tIoU 1 (high), 0, 0 (low), 2/3 (mid)
+    half = torch.full((1, 4), 0.5)
+    anchors = AnchorOutputs(cls=torch.full((1, 4), 0.5), reg=torch.full((1, 4), 0.5), cent=torch.zeros(1, 4),
+                            dura=torch.zeros(1, 4), class_logits=torch.zeros(1, 4, 2))
+    paper = menet_loss([_hand_level(half, half, anchors)], [[tg]], [cells], lambda1=5, lambda2=10)
+    balanced = menet_loss([_hand_level(half, half, anchors)], [[tg]], [cells], lambda1=5, lambda2=10,
+                          reg_loss="balanced")
+    mid = (2 / 3 - 0.5) ** 2
+    assert paper["reg"].item() == pytest.approx((3 * 0.25 + mid) / 4, rel=1e-5)
+    assert balanced["reg"].item() == pytest.approx((0.25 + mid + 0.25) / 3, rel=1e-5)  # low: (.25 + .25) / 2
+    # only lambda1 * reg differs between the two totals
+    assert balanced["total"].item() - paper["total"].item() == pytest.approx(
+        5 * (balanced["reg"].item() - paper["reg"].item()), rel=1e-4)
 
 
 def test_menet_loss_rejects_invalid_cells() -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +11,14 @@ import torch
 
 from engine.checkpoint import CheckpointError, load_checkpoint
 from engine.config import load_config
-from engine.features import FeatureError, FeatureStore, VideoFeatureMeta
+from engine.evaluation.ground_truth import ground_truth_from_annotations, load_ground_truth
+from engine.features import FeatureError, FeatureSettings, FeatureStore, VideoFeatureMeta
 from engine.snippets import SnippetAssembler, iter_snippet_clips, lookahead_frames, num_snippets
 from engine.synthetic import generate_dataset
-from engine.training.dataset import AnnotationError, WindowDataset
+from engine.training import trainer as trainer_module
+from engine.training.dataset import AnnotationError, WindowDataset, window_ground_truth
 from engine.training.extract import extract_videos, list_videos
-from engine.training.trainer import train
+from engine.training.trainer import TrainingDataError, build_optimizer, split_holdout, train
 from small_configs import small_config_text
 
 SMALL_TRAIN = """train:
@@ -158,15 +161,103 @@ def test_dataset_activitynet_mode_resizes(small_data: dict[str, Path], small_cfg
     assert x.shape == (128, 32)
 
 
-def test_dataset_segment_outside_video_names_video_and_file(tmp_path: Path, small_data: dict[str, Path],
-                                                            small_cfg_path: Path) -> None:
+def _store(root: Path, videos: dict[str, int], fps: float = 10.0, sigma: int = 4, dim: int = 128) -> FeatureStore:
+    """A feature store of zero features: ``videos`` maps name -> snippets (sigma 4 at 10 fps: 0.4 s each)."""
+    store = FeatureStore(root)
+    store.write_settings(FeatureSettings("tiny", "movement+total", dim, sigma, 4, [32, 32], 36))
+    for name, snippets in videos.items():
+        store.write(VideoFeatureMeta(name, fps, snippets * sigma, snippets), np.zeros((snippets, dim), np.float32))
+    return store
+
+
+def test_window_gt_rules_on_a_half_inside_ground_truth(tmp_path: Path, small_cfg_path: Path) -> None:
+    # window 32 snippets, stride 16: a 48-snippet video has windows at 0 and 16. GT = snippets
+    # [24, 40) = [9.6, 16.0] s: half inside window 0, whole inside window 16.
+    store = _store(tmp_path, {"v": 48})
+    gt = ground_truth_from_annotations([("v", 9.6, 16.0, "spin")], subsets={"v": "training"})
+    cfg = load_config(small_cfg_path)
+    assert cfg.data.window_gt == "coverage" and cfg.data.window_gt_coverage == 0.75  # the defaults
+    cov = WindowDataset(cfg, store, gt, "training", training=False)
+    assert [s.start for s in cov.samples] == [0, 16]
+    assert cov.samples[0].segments.shape == (0, 2)  # half inside < 75 %: dropped
+    np.testing.assert_allclose(cov.samples[1].segments, [[8, 24]])
+    assert [s.start for s in WindowDataset(cfg, store, gt, "training", training=True).samples] == [16]
+    cfg.data.window_gt = "clip"
+    clip = WindowDataset(cfg, store, gt, "training", training=False)
+    np.testing.assert_allclose(clip.samples[0].segments, [[24, 32]])  # kept, clipped to the window end
+    np.testing.assert_allclose(clip.samples[1].segments, [[8, 24]])
+    assert [s.start for s in WindowDataset(cfg, store, gt, "training", training=True).samples] == [0, 16]
+    # the coverage fraction is the config's: at 0.5 the half-inside GT is kept
+    cfg.data.window_gt, cfg.data.window_gt_coverage = "coverage", 0.5
+    np.testing.assert_allclose(WindowDataset(cfg, store, gt, "training", training=False).samples[0].segments,
+                               [[24, 32]])
+
+
+def test_window_ground_truth_function() -> None:
+    segs = np.array([[-8.0, 8.0], [4.0, 12.0], [28.0, 30.0], [30.0, 50.0], [40.0, 44.0]])
+    clipped, keep = window_ground_truth(segs, 0, 32, "coverage", 0.75)
+    assert keep.tolist() == [False, True, True, False, False]
+    np.testing.assert_allclose(clipped[:4], [[0, 8], [4, 12], [28, 30], [30, 32]])
+    clipped, keep = window_ground_truth(segs, 0, 32, "clip")
+    assert keep.tolist() == [True, True, True, True, False]  # any overlap; [40, 44) is outside
+    _, keep = window_ground_truth(np.array([[-4.0, 12.0]]), 0, 32, "coverage", 0.75)
+    assert keep.tolist() == [True]  # exactly 75 % inside counts
+    with pytest.raises(ValueError, match="'coverage' or 'clip'"):
+        window_ground_truth(segs, 0, 32, "any")  # type: ignore[arg-type]
+
+
+def test_dataset_skips_a_video_whose_annotation_overshoots(tmp_path: Path, small_cfg_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    store = _store(tmp_path, {"a": 48, "b": 48, "c": 48})  # 19.2 s each
+    gt = ground_truth_from_annotations(
+        [("a", 2.0, 6.0, "spin"), ("b", 2.0, 6.0, "sway"), ("b", 8.0, 500.0, "sway"),
+         ("c", 10.0, 20.0, "orbit")],  # c ends 0.8 s past the decoded end: tolerated, clipped
+        subsets={"a": "training", "b": "training", "c": "training"}, source="ann.json")
+    cfg = load_config(small_cfg_path)
+    with caplog.at_level(logging.WARNING, logger="engine.training.dataset"):
+        ds = WindowDataset(cfg, store, gt, "training", training=True)
+    assert ds.videos == ["a", "c"] and "b" not in ds.gt.videos and "b" not in set(ds.gt.inst_videos)
+    assert ds.skipped_count == 1 and ds.skipped[0].video == "b"
+    assert ds.skipped[0].segment == (8.0, 500.0) and ds.skipped[0].decoded_duration == pytest.approx(19.2)
+    assert {s.video for s in ds.samples} == {"a", "c"}
+    warnings_ = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings_) == 1
+    assert "ann.json: skipping video 'b': segment [8, 500] s does not fit the decoded length 19.20 s" \
+        in warnings_[0].getMessage()
+    assert max(s.segments.max() for s in ds.samples if s.video == "c") <= 32  # clipped at the video end
+    # a malformed segment (negative start) is still an error naming the file and video
+    bad = ground_truth_from_annotations([("a", -3.0, 6.0, "spin")], subsets={"a": "training"}, source="ann.json")
+    with pytest.raises(AnnotationError, match=r"ann.json: video 'a': segment \[-3.0, 6.0\]"):
+        WindowDataset(cfg, store, bad, "training", training=True)
+
+
+def test_dataset_overshoot_in_an_annotation_file_does_not_abort(tmp_path: Path, small_data: dict[str, Path],
+                                                                small_cfg_path: Path) -> None:
     ann = json.loads(small_data["ann"].read_text())
     video = sorted(ann["database"])[0]
     ann["database"][video]["annotations"][0]["segment"] = [5.0, 500.0]
     bad = tmp_path / "ann.json"
     bad.write_text(json.dumps(ann))
-    with pytest.raises(AnnotationError, match=rf"ann.json: video '{video}': segment \[5.0, 500.0\] is outside"):
-        WindowDataset(load_config(small_cfg_path), small_data["feats"], bad, None, training=True)
+    ds = WindowDataset(load_config(small_cfg_path), small_data["feats"], bad, None, training=True)
+    assert [s.video for s in ds.skipped] == [video] and video not in ds.videos and len(ds.videos) == 4
+
+
+def test_cli_train_prints_the_skipped_count(tmp_path: Path, small_cfg_path: Path,
+                                           capsys: pytest.CaptureFixture) -> None:
+    from stream.cli import main
+    _store(tmp_path / "f", {"a": 48, "b": 48})
+    ann = {"database": {"a": {"subset": "training", "duration": 19.2,
+                              "annotations": [{"segment": [2.0, 6.0], "label": "spin"}]},
+                        "b": {"subset": "training", "duration": 19.2,
+                              "annotations": [{"segment": [2.0, 60.0], "label": "spin"}]}}}
+    (tmp_path / "ann.json").write_text(json.dumps(ann))
+    capsys.readouterr()
+    assert main(["train", "--config", str(small_cfg_path), "--features", str(tmp_path / "f"),
+                 "--annotations", str(tmp_path / "ann.json"), "--out", str(tmp_path / "run"), "--epochs", "1",
+                 "--val-subset", "", "--no-progress", "--no-val-map", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "annotations: 1 video(s) skipped (a segment past the decoded video): b"
+    assert "best: epoch 1, train.selection last" in out
 
 
 def test_dataset_wrong_feature_dimension(small_data: dict[str, Path], small_cfg_path: Path) -> None:
@@ -225,6 +316,103 @@ def test_checkpoint_refuses_other_config(tmp_path: Path, small_data: dict[str, P
     (tmp_path / "junk.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="junk.pt: not a tensors-only MENet checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
+
+
+# ---------------------------------------------------------------- checkpoint selection, optimizer
+
+
+def _scripted_map(monkeypatch: pytest.MonkeyPatch, holdout: list[float], val: list[float],
+                  holdout_videos: list[str] | None = None) -> list[list[str]]:
+    """Replace the per-epoch mAP with scripted figures (holdout or validation by the dataset's videos)."""
+    calls: list[list[str]] = []
+    served = {"holdout": 0, "val": 0}
+    real = trainer_module.validation_map
+
+    def fake(model, cfg, dataset):
+        calls.append(list(dataset.videos))
+        kind = "holdout" if dataset.videos == holdout_videos else "val"
+        if kind == "holdout" and served["holdout"] == 0:  # once, the real mAP on the held-out videos
+            assert 0.0 <= real(model, cfg, dataset)["average_mAP"] <= 1.0
+        served[kind] += 1
+        return {"average_mAP": (holdout if kind == "holdout" else val)[served[kind] - 1], "mAP": []}
+
+    monkeypatch.setattr(trainer_module, "validation_map", fake)
+    return calls
+
+
+def test_selection_last_ignores_a_validation_peak_and_weight_decay_reaches_adam(
+        tmp_path: Path, small_data: dict[str, Path], small_cfg_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_config(small_cfg_path)
+    assert cfg.train.selection == "last"  # the default
+    cfg.train.epochs = 2
+    _scripted_map(monkeypatch, holdout=[], val=[0.9, 0.1, 0.2])  # validation mAP peaks at epoch 0
+    out = tmp_path / "run"
+    first = train(cfg, small_data["feats"], small_data["ann"], out, progress=False, num_threads=2)
+    assert first.best_epoch == 1 and load_checkpoint(first.best_path).epoch == 1
+    assert [h["val_map"]["average_mAP"] for h in first.history] == [0.9, 0.1]  # logged, not used
+    assert not (out / "holdout.json").exists()
+    # resume for a third epoch with weight decay: best.pt follows the last epoch, and the
+    # config's decay (not the one stored in the optimizer state) is what Adam uses
+    cfg.train.epochs, cfg.train.weight_decay = 3, 1e-3
+    second = train(cfg, small_data["feats"], small_data["ann"], out, progress=False, num_threads=2)
+    assert second.best_epoch == 2 and load_checkpoint(second.best_path).epoch == 2
+    assert [h["val_map"]["average_mAP"] for h in second.history] == [0.9, 0.1, 0.2]
+    groups = load_checkpoint(second.last_path, with_optimizer=True).optimizer["param_groups"]
+    assert groups and all(g["weight_decay"] == 1e-3 for g in groups)
+    assert set(second.train_videos) == set(load_ground_truth(small_data["ann"], "training").videos)
+
+
+def test_build_optimizer_applies_weight_decay() -> None:
+    cfg = load_config("tiny")
+    for decay, changed in ((0.0, False), (0.1, True)):
+        cfg.train.weight_decay = decay
+        layer = torch.nn.Linear(2, 2)
+        before = layer.weight.detach().clone()
+        opt = build_optimizer(cfg, layer)
+        assert isinstance(opt, torch.optim.Adam) and opt.param_groups[0]["weight_decay"] == decay
+        layer.weight.grad, layer.bias.grad = torch.zeros_like(layer.weight), torch.zeros_like(layer.bias)
+        opt.step()  # zero loss gradient: only the decay term can move the weights
+        assert (not torch.equal(layer.weight, before)) == changed
+
+
+def test_selection_holdout_picks_the_best_holdout_epoch(tmp_path: Path, small_data: dict[str, Path],
+                                                        small_cfg_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_config(small_cfg_path)
+    cfg.train.epochs, cfg.train.selection, cfg.train.holdout_fraction = 3, "holdout", 0.3
+    cfg.train.reg_loss = "balanced"  # runs the balanced M_reg loss in a real loop too
+    gt = load_ground_truth(small_data["ann"])
+    training, validation = set(gt.select("training").videos), set(gt.select("validation").videos)
+    held = split_holdout(gt.select("training"), 0.3, cfg.train.seed)
+    assert len(held) == 1 and set(held) < training
+    calls = _scripted_map(monkeypatch, holdout=[0.2, 0.7, 0.4], val=[0.9, 0.1, 0.95], holdout_videos=held)
+    out = tmp_path / "run"
+    res = train(cfg, small_data["feats"], small_data["ann"], out, progress=False, num_threads=2)
+    assert res.holdout_videos == held
+    assert not set(held) & set(res.train_videos) and not set(held) & validation
+    assert set(res.train_videos) == training - set(held)
+    assert sorted(c for c in calls if c != held) == [sorted(validation)] * 3  # val mAP still logged
+    figures = [h["holdout_map"]["average_mAP"] for h in res.history]
+    assert figures == [0.2, 0.7, 0.4]
+    assert res.best_epoch == int(np.argmax(figures)) == 1 and load_checkpoint(res.best_path).epoch == 1
+    assert json.loads((out / "holdout.json").read_text())["videos"] == held
+    # switching the selection on resume would select on videos already trained on: refused
+    cfg.train.selection, cfg.train.epochs = "last", 4
+    with pytest.raises(CheckpointError, match=r"train.selection: checkpoint 'holdout' vs config 'last'"):
+        train(cfg, small_data["feats"], small_data["ann"], out, progress=False, num_threads=2)
+
+
+def test_split_holdout_is_deterministic_and_leaves_training_videos() -> None:
+    gt = ground_truth_from_annotations([(f"v{i:02d}", 1.0, 2.0, "a") for i in range(20)], videos=["no_actions"],
+                                       subsets={f"v{i:02d}": "training" for i in range(20)})
+    a = split_holdout(gt, 0.1, seed=0)
+    assert a == split_holdout(gt, 0.1, seed=0) and len(a) == 2 and a == sorted(a)
+    assert any(split_holdout(gt, 0.1, seed=s) != a for s in range(1, 5))  # the seed draws them
+    most = split_holdout(gt, 0.99, seed=0)
+    assert len(most) == 19 and "no_actions" not in most  # one annotated video stays for training
+    one = ground_truth_from_annotations([("v", 1.0, 2.0, "a")])
+    with pytest.raises(TrainingDataError, match="needs at least 2 annotated"):
+        split_holdout(one, 0.5, seed=0)
 
 
 # ---------------------------------------------------------------- menet train / infer / eval

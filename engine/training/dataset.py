@@ -7,19 +7,27 @@ evaluators use). Features: a :class:`engine.features.FeatureStore`.
 * THUMOS mode: each video's snippet sequence is cut into windows of
   ``data.window`` with ``data.window_overlap`` (the layout of
   :func:`engine.postprocess.windows.window_starts`, shared with inference).
-  A ground truth is kept in a window, clipped to it, when at least
-  ``KEEP_FRACTION`` of its length lies inside (choice: the paper does not say;
-  BMN/G-TAD keep near-complete instances so a truncated action is not taught as
-  a boundary). Training keeps only windows with at least one kept instance
-  (as BMN/G-TAD do on THUMOS); validation keeps every window.
+  Which ground truths a window holds is ``data.window_gt`` (the paper does not
+  say; :func:`window_ground_truth`): ``coverage`` keeps those with at least
+  ``data.window_gt_coverage`` of their length inside, clipped to the window (so a
+  mostly-cut action is not taught as if its cut were a boundary); ``clip`` keeps
+  any overlap, clipped (G-TAD). Training keeps only windows with at least one
+  kept instance (as BMN/G-TAD do on THUMOS); validation keeps every window.
 * ActivityNet mode: the whole video's features are linearly interpolated to
   ``data.window`` = T snippets, and segments are scaled by T / duration.
+
+A video with a segment that does not fit its decoded length (starts at or after
+the decoded end, or ends more than ``OVERSHOOT_TOLERANCE_S`` past it: typically a
+truncated download, or a known-bad THUMOS/ActivityNet annotation) is skipped with
+one WARNING line and listed in :attr:`WindowDataset.skipped`; the build goes on.
 
 Targets (labels of sec. 3.5) are computed once per window and cached.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
+from typing import Iterable, Literal
 
 import numpy as np
 import torch
@@ -32,14 +40,30 @@ from ..features import FeatureError, FeatureStore, VideoFeatureMeta
 from ..postprocess.windows import window_starts
 from .labels import LevelTargets, assign_window
 
-KEEP_FRACTION = 0.75
+log = logging.getLogger(__name__)
+
 # Annotations may overshoot the decoded length a little (rounded durations, a
-# dropped last frame); more than this is an error rather than silently clipped.
+# dropped last frame): up to this they are clipped; more skips the video.
 OVERSHOOT_TOLERANCE_S = 1.0
 
 
 class AnnotationError(ValueError):
     """An annotation does not fit its video; the message names the video and the file."""
+
+
+@dataclass(frozen=True)
+class SkippedVideo:
+    """A video left out because an annotation does not fit its decoded length."""
+
+    video: str
+    segment: tuple[float, float]  # the first segment that does not fit, seconds
+    decoded_duration: float  # seconds, from the feature metadata
+    bad_segments: int  # how many of the video's segments do not fit
+
+    def describe(self) -> str:
+        more = f" (and {self.bad_segments - 1} more)" if self.bad_segments > 1 else ""
+        return (f"video {self.video!r}: segment [{self.segment[0]:g}, {self.segment[1]:g}] s{more} does not fit "
+                f"the decoded length {self.decoded_duration:.2f} s (tolerance {OVERSHOOT_TOLERANCE_S:g} s)")
 
 
 @dataclass
@@ -50,6 +74,42 @@ class WindowSample:
     seconds_per_snippet: float
     segments: np.ndarray  # [G, 2] window snippet units
     labels: np.ndarray  # [G] class ids
+
+
+def window_ground_truth(segments: np.ndarray, start: int, window: int,
+                        rule: Literal["coverage", "clip"] = "coverage",
+                        coverage: float = 0.75) -> tuple[np.ndarray, np.ndarray]:
+    """Ground truths of the window [start, start + window) (``data.window_gt``).
+
+    ``segments``: [G, 2] in video snippet units. Returns (clipped [G, 2] in window
+    snippet units, keep mask [G]). Both rules need a positive overlap; ``coverage``
+    also needs ``coverage`` of the segment's length inside (the float tolerance
+    keeps a segment whose inside share equals ``coverage`` exactly), ``clip`` keeps
+    any overlap (G-TAD). The paper does not say which.
+    """
+    segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
+    lo = np.clip(segments[:, 0] - start, 0, window)
+    hi = np.clip(segments[:, 1] - start, 0, window)
+    keep = hi > lo
+    if rule == "coverage":
+        keep &= (hi - lo) >= coverage * (segments[:, 1] - segments[:, 0]) - 1e-9
+    elif rule != "clip":
+        raise ValueError(f"window ground-truth rule must be 'coverage' or 'clip', got {rule!r}")
+    return np.stack([lo, hi], axis=1), keep
+
+
+def restrict_videos(gt: GroundTruth, videos: Iterable[str]) -> GroundTruth:
+    """``gt`` limited to ``videos`` (their instances and ambiguous segments)."""
+    wanted = set(videos)
+    keep = np.fromiter((v in wanted for v in gt.inst_videos), bool, len(gt.inst_videos))
+    keep_amb = np.fromiter((v in wanted for v in gt.amb_videos), bool, len(gt.amb_videos))
+    labels = gt.inst_labels[keep]
+    present = set(labels.tolist())
+    return replace(gt, videos={v: s for v, s in gt.videos.items() if v in wanted},
+                   inst_videos=gt.inst_videos[keep], inst_starts=gt.inst_starts[keep],
+                   inst_ends=gt.inst_ends[keep], inst_labels=labels, amb_videos=gt.amb_videos[keep_amb],
+                   amb_starts=gt.amb_starts[keep_amb], amb_ends=gt.amb_ends[keep_amb],
+                   classes=[c for c in gt.classes if c in present])
 
 
 def class_names_for(cfg: MENetConfig, gt: GroundTruth) -> list[str]:
@@ -64,12 +124,26 @@ def class_names_for(cfg: MENetConfig, gt: GroundTruth) -> list[str]:
 
 
 class WindowDataset(Dataset):
+    """Windows of the videos of ``subset`` (all videos when None).
+
+    ``videos`` limits them further (the trainer's holdout split); ``exclude``
+    drops some (the held-out videos from the training set). ``skipped`` lists the
+    videos left out because an annotation does not fit the decoded video; they
+    are gone from ``videos`` and ``gt`` too, so a validation mAP does not count
+    their instances as misses.
+    """
+
     def __init__(self, cfg: MENetConfig, features: str | FeatureStore, annotations: str | GroundTruth,
-                 subset: str | None, training: bool, class_names: list[str] | None = None) -> None:
+                 subset: str | None, training: bool, class_names: list[str] | None = None,
+                 videos: Iterable[str] | None = None, exclude: Iterable[str] = ()) -> None:
         self.cfg = cfg
         self.store = features if isinstance(features, FeatureStore) else FeatureStore(features)
         gt = annotations if isinstance(annotations, GroundTruth) else load_ground_truth(annotations)
-        self.gt = gt.select(subset) if subset else gt
+        selected = gt.select(subset) if subset else gt
+        if videos is not None or exclude:
+            wanted = set(selected.videos if videos is None else videos) - set(exclude)
+            selected = restrict_videos(selected, wanted)
+        self.gt = selected
         self.class_names = class_names or class_names_for(cfg, gt)
         self.class_index = {n: i for i, n in enumerate(self.class_names)}
         settings = self.store.settings()
@@ -81,31 +155,52 @@ class WindowDataset(Dataset):
         if settings.sigma != cfg.data.sigma:
             raise FeatureError(f"{self.store.root}: features use sigma {settings.sigma}, "
                                f"{cfg.source} says data.sigma {cfg.data.sigma}")
-        self.videos = sorted(self.gt.videos)
         self._features: dict[str, np.ndarray] = {}
         self._meta: dict[str, VideoFeatureMeta] = {}
         self.samples: list[WindowSample] = []
-        for video in self.videos:
+        self.skipped: list[SkippedVideo] = []
+        for video in sorted(self.gt.videos):
             feats, meta = self.store.load(video, expected_dim=cfg.feature_channels)
+            segments = self._segments(video, meta)
+            if isinstance(segments, SkippedVideo):
+                log.warning("%s: skipping %s per %s", self.gt.source, segments.describe(),
+                            self.store.paths(video)[1])
+                self.skipped.append(segments)
+                continue
             self._features[video], self._meta[video] = feats, meta
-            self.samples.extend(self._windows(video, feats.shape[0], meta, training))
+            self.samples.extend(self._windows(video, feats.shape[0], meta, segments, training))
+        if self.skipped:
+            self.gt = restrict_videos(self.gt, set(self.gt.videos) - {s.video for s in self.skipped})
+        self.videos = sorted(self.gt.videos)
         self._targets: dict[int, list[LevelTargets]] = {}
 
+    @property
+    def skipped_count(self) -> int:
+        return len(self.skipped)
+
     # ------------------------------------------------------------ layout
-    def _segments(self, video: str, meta: VideoFeatureMeta) -> tuple[np.ndarray, np.ndarray]:
+    def _segments(self, video: str, meta: VideoFeatureMeta) -> tuple[np.ndarray, np.ndarray] | SkippedVideo:
+        """(segments [G, 2] seconds clipped to the decoded length, class ids [G]), or why the video is skipped."""
         mask = self.gt.inst_videos == video
         starts, ends = self.gt.inst_starts[mask], self.gt.inst_ends[mask]
         labels = np.array([self.class_index[x] for x in self.gt.inst_labels[mask]], dtype=np.int64)
         duration = meta.duration
         for s, e in zip(starts, ends):
-            if s < 0 or e <= s or s >= duration or e > duration + OVERSHOOT_TOLERANCE_S:
-                raise AnnotationError(f"{self.gt.source}: video {video!r}: segment [{s}, {e}] is outside the "
-                                      f"video (0 to {duration:.2f} s per {self.store.paths(video)[1]})")
+            if s < 0 or e <= s:  # malformed whatever the video: an error, not a skip
+                raise AnnotationError(f"{self.gt.source}: video {video!r}: segment [{s}, {e}] is not a "
+                                      f"segment with 0 <= start < end")
+        # Past the decoded end: the annotation was made on a longer copy of the video; its
+        # other segments may be fine, but we cannot tell, so the whole video goes.
+        bad = (starts >= duration) | (ends > duration + OVERSHOOT_TOLERANCE_S)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            return SkippedVideo(video, (float(starts[first]), float(ends[first])), float(duration), int(bad.sum()))
         return np.stack([starts, np.minimum(ends, duration)], axis=1).reshape(-1, 2), labels
 
-    def _windows(self, video: str, length: int, meta: VideoFeatureMeta, training: bool) -> list[WindowSample]:
+    def _windows(self, video: str, length: int, meta: VideoFeatureMeta,
+                 segments: tuple[np.ndarray, np.ndarray], training: bool) -> list[WindowSample]:
         d = self.cfg.data
-        segs_s, labels = self._segments(video, meta)
+        segs_s, labels = segments
         if d.mode == "activitynet":
             sps = meta.duration / d.window
             return [WindowSample(video, 0, d.window, sps, segs_s / sps, labels)]
@@ -113,13 +208,10 @@ class WindowDataset(Dataset):
         segs = segs_s / sps
         out = []
         for start in window_starts(length, d.window, d.window_overlap):
-            lo, hi = np.clip(segs[:, 0] - start, 0, d.window), np.clip(segs[:, 1] - start, 0, d.window)
-            inside = (hi - lo) >= KEEP_FRACTION * (segs[:, 1] - segs[:, 0])
-            keep = inside & (hi > lo)
+            clipped, keep = window_ground_truth(segs, start, d.window, d.window_gt, d.window_gt_coverage)
             if training and not keep.any():
                 continue
-            out.append(WindowSample(video, start, min(d.window, length - start), sps,
-                                    np.stack([lo[keep], hi[keep]], axis=1), labels[keep]))
+            out.append(WindowSample(video, start, min(d.window, length - start), sps, clipped[keep], labels[keep]))
         return out
 
     # ------------------------------------------------------------ access

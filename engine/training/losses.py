@@ -18,7 +18,10 @@ Choices where the paper is silent:
   one window this is eq. 3 / 4 exactly. If a set is empty its weight L/T would
   be infinite: the empty term contributes 0 and the other stays its plain mean,
   so the loss stays finite. log inputs are clamped to >= 1e-6.
-* L_2 (eq. 6): mean squared error over all sampled anchors of the batch.
+* L_2 (eq. 6): mean squared error over all sampled anchors of the batch
+  (``train.reg_loss: paper``, the default). Random anchors are mostly low-tIoU,
+  so this pulls M_reg toward 0; ``train.reg_loss: balanced`` is BMN/G-TAD's
+  balance instead (:func:`balanced_l2`, not in the paper).
 * L_1 (eq. 7): Smooth L1 with beta = 1 (PyTorch's default), averaged over the
   sampled anchors with tIoU > positive_iou; 0 (finite, with a zero gradient)
   when there are none.
@@ -29,7 +32,7 @@ Choices where the paper is silent:
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,11 +40,15 @@ import torch.nn.functional as F
 from ..model.menet import LevelOutput
 from .labels import LevelTargets
 
-__all__ = ["EPS", "LOSS_TERMS", "reweighted_bce", "boundary_loss", "iou_loss", "offset_loss",
-           "class_loss", "gather_cells", "menet_loss"]
+__all__ = ["EPS", "LOSS_TERMS", "REG_HIGH", "REG_LOW", "reweighted_bce", "boundary_loss", "balanced_l2",
+           "iou_loss", "offset_loss", "class_loss", "gather_cells", "menet_loss"]
 
 EPS = 1e-6
 LOSS_TERMS = ("bound", "asp", "reg", "offset", "cls", "total")
+# tIoU groups of the balanced M_reg loss (BMN's pem_reg_loss_func): high > 0.7, 0.3 < mid <= 0.7, low <= 0.3.
+REG_HIGH = 0.7
+REG_LOW = 0.3
+RegLoss = Literal["paper", "balanced"]
 
 
 def reweighted_bce(prob: torch.Tensor, target: torch.Tensor, threshold: float, eps: float = EPS) -> torch.Tensor:
@@ -67,11 +74,41 @@ def boundary_loss(p_start: torch.Tensor, p_end: torch.Tensor, g_start: torch.Ten
     return reweighted_bce(p_start, g_start, 0.5, eps) + reweighted_bce(p_end, g_end, 0.5, eps)
 
 
+def balanced_l2(reg: torch.Tensor, g_iou: torch.Tensor, high: float = REG_HIGH,
+                low: float = REG_LOW) -> torch.Tensor:
+    """M_reg L2 balanced over tIoU groups (``train.reg_loss: balanced``; BMN / G-TAD, not the paper).
+
+    Anchors split into high (tIoU > ``high``), mid (``low`` < tIoU <= ``high``) and
+    low (tIoU <= ``low``); the loss is the mean, over the non-empty groups, of each
+    group's mean squared error, so every group weighs the same whatever its size.
+    BMN subsamples mid and low to the high count at random; that has this
+    expectation when the high group is the smallest (the usual case) and no draw
+    noise. Where BMN differs: a mid/low group smaller than the high one is fully
+    kept there and so weighs less, and BMN's low group excludes tIoU = 0 (there an
+    artefact of zeroing the invalid cells; our sampled cells are all valid). With
+    no high anchor BMN's loss is 0/0; here the other groups share the weight.
+    """
+    if reg.numel() == 0:
+        return reg.sum() * 0.0  # no anchors: 0, not NaN
+    sq = (reg - g_iou) ** 2
+    groups = (g_iou > high, (g_iou > low) & (g_iou <= high), g_iou <= low)
+    means = [torch.where(m, sq, 0.0).sum() / m.sum() for m in groups if bool(m.any())]
+    return torch.stack(means).mean()
+
+
 def iou_loss(cls: torch.Tensor, reg: torch.Tensor, g_iou: torch.Tensor, positive_iou: float = 0.9,
-             eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
-    """The two parts of L_IoU, eq. 6: (L_asp of eq. 4 on cls, L_2 = MSE of reg); caller applies lambda1."""
+             eps: float = EPS, reg_loss: RegLoss = "paper") -> tuple[torch.Tensor, torch.Tensor]:
+    """The two parts of L_IoU, eq. 6: (L_asp of eq. 4 on cls, L_2 on reg); caller applies lambda1.
+
+    ``reg_loss``: "paper" = MSE over all given anchors; "balanced" = :func:`balanced_l2`.
+    """
     asp = reweighted_bce(cls, g_iou, positive_iou, eps)
-    l2 = F.mse_loss(reg, g_iou) if reg.numel() else reg.sum() * 0.0  # no anchors: 0, not NaN
+    if reg_loss == "balanced":
+        l2 = balanced_l2(reg, g_iou)
+    elif reg_loss == "paper":
+        l2 = F.mse_loss(reg, g_iou) if reg.numel() else reg.sum() * 0.0  # no anchors: 0, not NaN
+    else:
+        raise ValueError(f"reg_loss must be 'paper' or 'balanced', got {reg_loss!r}")
     return asp, l2
 
 
@@ -112,13 +149,15 @@ def _check_cells(cells: torch.Tensor, length: int, max_duration: int, level: int
 
 def menet_loss(level_outputs: Sequence[LevelOutput], targets: Sequence[Sequence[LevelTargets]],
                cells: Sequence[torch.Tensor | None], lambda1: float = 5.0, lambda2: float = 10.0,
-               positive_iou: float = 0.9, cls_weight: float = 1.0, eps: float = EPS) -> dict[str, torch.Tensor]:
+               positive_iou: float = 0.9, cls_weight: float = 1.0, eps: float = EPS,
+               reg_loss: RegLoss = "paper") -> dict[str, torch.Tensor]:
     """Total loss, eq. 8, over all levels, and its named terms.
 
     ``level_outputs[i]``: the detector's output for level i, whose ``anchors``
     were computed for ``cells[i]`` ([N_i, 2] shared by the batch or [B, N_i, 2];
     None or ``anchors is None``: boundary loss only on that level).
     ``targets[b][i]``: ``LevelTargets`` of batch item b on level i.
+    ``reg_loss`` picks the M_reg loss (``train.reg_loss``, see :func:`iou_loss`).
     Returns {"bound", "asp", "reg", "offset", "cls", "total"}: each term summed
     over levels, unweighted ("reg" is L_2, "offset" is L_off), and
     total = sum_i(bound + asp + lambda1 * reg + lambda2 * offset + cls_weight * cls).
@@ -147,7 +186,7 @@ def menet_loss(level_outputs: Sequence[LevelOutput], targets: Sequence[Sequence[
             # G_IoU so the loss's positive_iou is the one that counts.
             mask = g_iou > positive_iou
             g_cls = gather_cells(torch.stack([t.classes for t in tg]).to(device), level_cells)
-            asp, reg = iou_loss(a.cls, a.reg, g_iou, positive_iou, eps)
+            asp, reg = iou_loss(a.cls, a.reg, g_iou, positive_iou, eps, reg_loss)
             off = offset_loss(a.cent, a.dura, g_cent, g_dura, mask)
             cls = class_loss(a.class_logits, g_cls)
             level_total = level_total + asp + lambda1 * reg + lambda2 * off + cls_weight * cls

@@ -1,12 +1,20 @@
 """The training loop (paper sec. 4.1 implementation details, sec. 3.4 two stages).
 
-Adam with ``train.lr``, decayed to ``train.lr_decayed`` from epoch
-``train.lr_decay_epoch`` (0-based: epochs before it use ``lr``); the anchor
-sampler's Generalization stage for the first ``train.generalization_epochs``
-epochs, then Specialization. Each epoch ends with the validation loss and, with
-validation annotations, the validation mAP (ActivityNet protocol, tIoU
-0.5:0.05:0.95). ``last.pt`` is written after every epoch (atomically) and a run
-resumes from it; ``best.pt`` keeps the best validation average mAP (or loss).
+Adam (the paper's optimizer) with ``train.lr``, decayed to ``train.lr_decayed``
+from epoch ``train.lr_decay_epoch`` (0-based: epochs before it use ``lr``), and
+``train.weight_decay`` as Adam's L2 term (coupled, torch.optim.Adam; the paper
+gives no decay, so the default is 0); the anchor sampler's Generalization stage
+for the first ``train.generalization_epochs`` epochs, then Specialization. Each
+epoch ends with the validation loss and, with validation annotations, the
+validation mAP (ActivityNet protocol, tIoU 0.5:0.05:0.95), logged for
+information only. ``last.pt`` is written after every epoch (atomically) and a run
+resumes from it.
+
+``best.pt`` never looks at the evaluation subset (under the THUMOS protocol the
+validation subset the loop reports on is the test set, sec. 4.1):
+``train.selection: last`` (default) = the last epoch of the fixed schedule;
+``holdout`` = the epoch with the best average mAP on ``train.holdout_fraction`` of
+the training videos, drawn from ``train.seed`` and not trained on.
 
 Multi-GPU: started under ``torchrun`` (WORLD_SIZE > 1) the loop wraps the
 detector in DistributedDataParallel, shards the windows with a
@@ -21,15 +29,15 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from ..checkpoint import Checkpoint, CheckpointError, config_differences, load_checkpoint, save_checkpoint
-from ..config import MENetConfig
-from ..evaluation.ground_truth import load_ground_truth
+from ..config import MENetConfig, TrainConfig
+from ..evaluation.ground_truth import GroundTruth, load_ground_truth
 from ..features import FeatureStore
 from ..model.menet import TemporalDetector
 from ..model.weights import read_state_dict
@@ -43,16 +51,62 @@ log = logging.getLogger(__name__)
 VALIDATION_TIOU = np.linspace(0.5, 0.95, 10)
 
 
+HOLDOUT_FILE = "holdout.json"
+
+
+class TrainingDataError(ValueError):
+    """The data cannot be split or trained on as configured; the message names the file and key."""
+
+
 @dataclass
 class TrainResult:
     out_dir: Path
     history: list[dict[str, Any]] = field(default_factory=list)
     best_path: Path | None = None
     last_path: Path | None = None
+    best_epoch: int | None = None
+    train_videos: list[str] = field(default_factory=list)  # the videos trained on
+    holdout_videos: list[str] = field(default_factory=list)  # train.selection "holdout": chose best.pt
+    skipped_videos: list[str] = field(default_factory=list)  # bad annotations, all datasets
 
 
 def lr_for_epoch(cfg: MENetConfig, epoch: int) -> float:
     return cfg.train.lr if epoch < cfg.train.lr_decay_epoch else cfg.train.lr_decayed
+
+
+def build_optimizer(cfg: MENetConfig, model: torch.nn.Module) -> torch.optim.Adam:
+    """Adam as the paper says; ``train.weight_decay`` is its (coupled) L2 term.
+
+    Choice: Adam rather than AdamW so the default (decay 0) is exactly the paper's
+    optimizer; with decay > 0 this is Adam + L2, not decoupled AdamW decay.
+    """
+    return torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+
+
+def split_holdout(gt: GroundTruth, fraction: float, seed: int) -> list[str]:
+    """The training videos held out for ``train.selection: holdout``, sorted.
+
+    Drawn from the annotated videos of ``gt`` (a video without instances gives no
+    mAP signal) by a permutation seeded with ``seed``, so a rerun or a resume
+    holds out the same ones: round(fraction * n) videos, at least 1, leaving at
+    least 1 to train on.
+    """
+    annotated = sorted(set(gt.inst_videos.tolist()))
+    if len(annotated) < 2:
+        raise TrainingDataError(f"{gt.source}: train.selection 'holdout' needs at least 2 annotated "
+                                f"training videos, found {len(annotated)}")
+    n = min(max(1, round(fraction * len(annotated))), len(annotated) - 1)
+    order = np.random.default_rng(seed).permutation(len(annotated))
+    return sorted(annotated[i] for i in order[:n])
+
+
+def _selection_differences(old: TrainConfig, new: TrainConfig) -> list[str]:
+    """Settings whose change would make a resumed holdout run select on videos it trained on."""
+    if old.selection == new.selection == "last":
+        return []
+    keys = ("selection", "holdout_fraction", "seed")
+    return [f"train.{k}: checkpoint {getattr(old, k)!r} vs config {getattr(new, k)!r}"
+            for k in keys if getattr(old, k) != getattr(new, k)]
 
 
 def _dist_info() -> tuple[int, int]:
@@ -75,7 +129,8 @@ def validation_loss(model: TemporalDetector, loader: DataLoader, sampler: Anchor
     for step, (feats, targets, _) in enumerate(loader):
         cells = sampler.sample_levels("generalization", epoch=0, step=step)
         out = model(feats.to(device), cells)
-        terms = menet_loss(out, targets, cells, cfg.train.lambda1, cfg.train.lambda2, cfg.train.positive_iou)
+        terms = menet_loss(out, targets, cells, cfg.train.lambda1, cfg.train.lambda2, cfg.train.positive_iou,
+                           reg_loss=cfg.train.reg_loss)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
         n += 1
@@ -97,7 +152,15 @@ def validation_map(model: TemporalDetector, cfg: MENetConfig, dataset: WindowDat
 def train(cfg: MENetConfig, features: str | Path, annotations: str | Path, out_dir: str | Path, *,
           train_subset: str = "training", val_subset: str | None = "validation",
           schedule: Schedule = "two-stage", resume: bool = True, device: str = "cpu",
-          progress: bool = True, validate_map: bool = True, num_threads: int | None = None) -> TrainResult:
+          progress: bool = True, validate_map: bool = True, num_threads: int | None = None,
+          report: Callable[[str], None] | None = None) -> TrainResult:
+    """Train on ``train_subset`` and write OUT/last.pt, OUT/best.pt, OUT/history.json.
+
+    ``validate_map``: compute the validation-subset mAP each epoch (logged only).
+    With ``train.selection: holdout`` the holdout mAP is computed every epoch
+    whatever ``validate_map`` says: it is what chooses best.pt. ``report`` gets
+    one-line notes before the first epoch (skipped videos, holdout split).
+    """
     from tqdm import tqdm
 
     world, rank = _dist_info()
@@ -116,36 +179,73 @@ def train(cfg: MENetConfig, features: str | Path, annotations: str | Path, out_d
     out.mkdir(parents=True, exist_ok=True)
     store = FeatureStore(features)
     gt = load_ground_truth(annotations)
-    train_set = WindowDataset(cfg, store, gt, train_subset, training=True)
+    selection = cfg.train.selection
+    holdout_videos: list[str] = []
+    if selection == "holdout":
+        holdout_videos = split_holdout(gt.select(train_subset), cfg.train.holdout_fraction, cfg.train.seed)
+    train_set = WindowDataset(cfg, store, gt, train_subset, training=True, exclude=holdout_videos)
     if len(train_set) == 0:
-        raise ValueError(f"{annotations}: no training windows in subset {train_subset!r}")
+        raise TrainingDataError(f"{annotations}: no training windows in subset {train_subset!r}")
     val_set = None
     if val_subset:
         val_set = WindowDataset(cfg, store, gt, val_subset, training=False, class_names=train_set.class_names)
         if len(val_set) == 0:
             val_set = None
+    holdout_set = None
+    if holdout_videos:
+        holdout_set = WindowDataset(cfg, store, gt, train_subset, training=False, videos=holdout_videos,
+                                    class_names=train_set.class_names)
+        evaluation = set(gt.select(val_subset).videos) if val_subset else set()
+        overlap = sorted(set(holdout_videos) & evaluation)
+        if overlap:  # only when the training and validation subsets share videos
+            raise TrainingDataError(f"{annotations}: held-out videos {overlap[:5]} are also in the validation "
+                                    f"subset {val_subset!r}: selection must not see the evaluation videos")
+        if not holdout_set.videos:
+            raise TrainingDataError(f"{annotations}: every held-out video was skipped (bad annotations); "
+                                    f"raise train.holdout_fraction or change train.seed")
+    skipped = sorted({s.video for ds in (train_set, val_set, holdout_set) if ds is not None for s in ds.skipped})
+    if rank == 0:
+        notes = [f"annotations: {len(skipped)} video(s) skipped (a segment past the decoded video)"
+                 + (f": {', '.join(skipped[:10])}{' ...' if len(skipped) > 10 else ''}" if skipped else "")]
+        notes.append(f"training: {len(train_set.videos)} videos, {len(train_set)} windows; best.pt: "
+                     + ("last epoch" if selection == "last" else
+                        f"best holdout average mAP on {len(holdout_set.videos)} held-out training videos"))
+        for note in notes:
+            log.info(note)
+            if report is not None:
+                report(note)
+        if holdout_set is not None:  # which videos best.pt was chosen on, for whoever evaluates it later
+            split = {"seed": cfg.train.seed, "fraction": cfg.train.holdout_fraction, "videos": holdout_set.videos}
+            (out / HOLDOUT_FILE).write_text(json.dumps(split, indent=1))
     backbone_file = store.root / BACKBONE_FILE
     backbone_state = read_state_dict(backbone_file) if backbone_file.is_file() else None
 
     torch.manual_seed(cfg.train.seed)
     model = TemporalDetector(cfg, cfg.feature_channels).to(dev)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    optimizer = build_optimizer(cfg, model)
     sampler = AnchorSampler.from_config(cfg, schedule=schedule)
     history: list[dict[str, Any]] = []
     start_epoch = 0
     last_path, best_path = out / "last.pt", out / "best.pt"
     best_score = -math.inf
+    best_epoch: int | None = None
     if resume and last_path.is_file():
         ckpt = load_checkpoint(last_path, with_optimizer=True)
-        diffs = config_differences(ckpt.config, cfg)
+        diffs = config_differences(ckpt.config, cfg) + _selection_differences(ckpt.config.train, cfg.train)
         if diffs:
             raise CheckpointError(f"{last_path}: cannot resume, the config changed:\n  " + "\n  ".join(diffs))
         model.load_state_dict(ckpt.detector)
         if ckpt.optimizer:
             optimizer.load_state_dict(ckpt.optimizer)
+            for group in optimizer.param_groups:  # the config's decay, not the one stored with the state
+                group["weight_decay"] = cfg.train.weight_decay
         history = ckpt.history
         start_epoch = ckpt.epoch + 1
-        best_score = max((h.get("score", -math.inf) for h in history), default=-math.inf)
+        for h in history:
+            if selection == "last":
+                best_epoch = h["epoch"]
+            elif "holdout_map" in h and (best_epoch is None or h["holdout_map"]["average_mAP"] > best_score):
+                best_score, best_epoch = h["holdout_map"]["average_mAP"], h["epoch"]
         if rank == 0:
             log.info("resuming from %s after epoch %d", last_path, ckpt.epoch)
 
@@ -182,7 +282,7 @@ def train(cfg: MENetConfig, features: str | Path, annotations: str | Path, out_d
             cells = sampler.sample_levels(stage, epoch=epoch, step=step)
             outputs = train_model(feats.to(dev), cells)
             terms = menet_loss(outputs, targets, cells, cfg.train.lambda1, cfg.train.lambda2,
-                               cfg.train.positive_iou)
+                               cfg.train.positive_iou, reg_loss=cfg.train.reg_loss)
             if not torch.isfinite(terms["total"]):
                 raise FloatingPointError(f"epoch {epoch}, step {step}: non-finite loss "
                                          f"{ {k: float(v) for k, v in terms.items()} }")
@@ -198,30 +298,36 @@ def train(cfg: MENetConfig, features: str | Path, annotations: str | Path, out_d
         record: dict[str, Any] = {"epoch": epoch, "stage": stage, "lr": lr_for_epoch(cfg, epoch),
                                   "seconds": round(time.perf_counter() - t0, 2),
                                   "train": _mean_terms(sums, steps)}
+        # Validation figures are information only: nothing below reads them to choose best.pt.
         if val_loader is not None:
             record["val"] = validation_loss(model, val_loader, sampler, cfg, dev)
             if validate_map and val_set is not None:
                 record["val_map"] = validation_map(model, cfg, val_set)
-        if "val_map" in record:
-            record["score"] = record["val_map"]["average_mAP"]
-        elif "val" in record:
-            record["score"] = -record["val"]["total"]
+        if holdout_set is not None:
+            record["holdout_map"] = validation_map(model, cfg, holdout_set)
+        if selection == "last":
+            is_best = True  # every epoch is the last so far; the final one stays
         else:
-            record["score"] = -record["train"]["total"]
+            # ties keep the earlier epoch; the first epoch always counts (a NaN mAP compares False)
+            is_best = best_epoch is None or record["holdout_map"]["average_mAP"] > best_score
         history.append(record)
         ckpt = Checkpoint(cfg, train_set.class_names, {k: v.detach().cpu() for k, v in model.state_dict().items()},
                           backbone_state, epoch, optimizer.state_dict(), history,
                           store.settings().__dict__)
         save_checkpoint(last_path, ckpt)
-        if record["score"] > best_score:
-            best_score = record["score"]
+        if is_best:
+            if selection == "holdout":
+                best_score = record["holdout_map"]["average_mAP"]
+            best_epoch = epoch
             save_checkpoint(best_path, ckpt)
         (out / "history.json").write_text(json.dumps(history, indent=1))
         summary = f"epoch {epoch + 1}: train loss {record['train']['total']:.4f}"
         if "val" in record:
             summary += f", val loss {record['val']['total']:.4f}"
         if "val_map" in record:
-            summary += f", val avg mAP {record['val_map']['average_mAP']:.4f}"
+            summary += f", val avg mAP {record['val_map']['average_mAP']:.4f} (not used for selection)"
+        if "holdout_map" in record:
+            summary += f", holdout avg mAP {record['holdout_map']['average_mAP']:.4f}"
         log.info(summary)
         if progress:
             print(summary, flush=True)
@@ -231,4 +337,8 @@ def train(cfg: MENetConfig, features: str | Path, annotations: str | Path, out_d
     result.history = history
     result.last_path = last_path if last_path.exists() else None
     result.best_path = best_path if best_path.exists() else None
+    result.best_epoch = best_epoch
+    result.train_videos = list(train_set.videos)
+    result.holdout_videos = holdout_set.videos if holdout_set is not None else []
+    result.skipped_videos = skipped
     return result

@@ -11,9 +11,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train", help="train MENet on extracted features (two-stage anchor sampling)",
         description="Train the detector (MREM, SFPN, heads) on features from `menet extract`. Writes "
-                    "OUT/last.pt after every epoch (a rerun resumes from it), OUT/best.pt (best validation "
-                    "average mAP) and OUT/history.json. Under torchrun with several GPUs it uses "
-                    "DistributedDataParallel.")
+                    "OUT/last.pt after every epoch (a rerun resumes from it), OUT/best.pt and OUT/history.json. "
+                    "best.pt never looks at the validation subset: with train.selection 'last' (default) it is "
+                    "the last epoch; with 'holdout' the epoch with the best average mAP on train.holdout_fraction "
+                    "of the training videos, held out from training (listed in OUT/holdout.json). Videos whose "
+                    "annotations run past the decoded video are skipped and counted. Under torchrun with "
+                    "several GPUs it uses DistributedDataParallel.")
     p.add_argument("--config", required=True, help="config file or shipped name")
     p.add_argument("--features", required=True, help="feature directory from `menet extract`")
     p.add_argument("--annotations", required=True,
@@ -26,7 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="anchor sampling schedule (paper Table 8 ablations)")
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
-    p.add_argument("--no-val-map", action="store_true", help="validation loss only (faster)")
+    p.add_argument("--no-val-map", action="store_true",
+                   help="validation loss only (faster); the holdout mAP of train.selection 'holdout' is still computed")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -38,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.evaluation.results_format import EvaluationInputError
     from engine.features import FeatureError
     from engine.training.dataset import AnnotationError
-    from engine.training.trainer import train
+    from engine.training.trainer import TrainingDataError, train
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
@@ -55,9 +59,11 @@ def run(args: argparse.Namespace) -> int:
         result = train(cfg, args.features, args.annotations, args.out, train_subset=args.train_subset,
                        val_subset=args.val_subset or None, schedule=args.schedule, resume=not args.no_resume,
                        device=args.device, progress=not args.no_progress, validate_map=not args.no_val_map,
-                       num_threads=args.threads)
-    except (FeatureError, AnnotationError, CheckpointError, EvaluationInputError, FileNotFoundError) as exc:
+                       num_threads=args.threads, report=lambda note: print(note, flush=True))
+    except (FeatureError, AnnotationError, CheckpointError, EvaluationInputError, FileNotFoundError,
+            TrainingDataError) as exc:
         print(f"menet train: {exc}", file=sys.stderr)
         return 2
-    print(f"checkpoints: {result.last_path} (last), {result.best_path} (best)")
+    print(f"checkpoints: {result.last_path} (last), {result.best_path} (best: epoch "
+          f"{'?' if result.best_epoch is None else result.best_epoch + 1}, train.selection {cfg.train.selection})")
     return 0
