@@ -53,21 +53,22 @@ def load_detector(ckpt: Checkpoint, cfg: MENetConfig | None = None) -> TemporalD
 
 @torch.no_grad()
 def detect_video(model: TemporalDetector, cfg: MENetConfig, feats: np.ndarray, duration: float, fps: float,
-                 batch_size: int = 8, top_labels: int = 1, proposals_only: bool = False) -> Detections:
+                 batch_size: int = 8, top_labels: int | None = None, proposals_only: bool = False) -> Detections:
     windows, sps = video_windows(cfg, feats, duration, fps)
     per_window = []
     for i in range(0, len(windows), batch_size):
         chunk = windows[i:i + batch_size]
-        levels = model(torch.stack([w for _, _, w in chunk]))
+        relation = model.relation(torch.stack([w for _, _, w in chunk]))
+        levels = model.from_relation(relation)
         for b, (start, valid, _) in enumerate(chunk):
             props = decode_window(levels, model.heads, cfg, batch_index=b, top_labels=top_labels,
-                                  valid_length=valid)
+                                  valid_length=valid, labeller=model.labeller, relation=relation[b])
             per_window.append((start, props))
     return merge_video(per_window, sps, duration, cfg.inference, proposals_only=proposals_only)
 
 
 def detect_videos(model: TemporalDetector, cfg: MENetConfig, store: FeatureStore, videos: Iterable[str],
-                  class_names: list[str], top_labels: int = 1) -> ResultsDict:
+                  class_names: list[str], top_labels: int | None = None) -> ResultsDict:
     model.eval()
     results: ResultsDict = {}
     for video in videos:

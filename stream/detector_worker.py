@@ -221,8 +221,10 @@ class DetectorCore:
             log.warning("%s: window at %d rejected by the detector stage: %s", sid, h["start"], exc)
             return
         with Timer(m.stage_latency.labels("decode")):
-            props = decode_window(levels, self.stages.heads, self.cfg, batch_index=0, top_labels=1,
-                                  valid_length=h["valid"])
+            labeller = getattr(self.stages, "labeller", None)  # test doubles of Stages have none
+            relation = None if labeller is None else torch.from_numpy(feat).to(levels[0].feature.device)
+            props = decode_window(levels, self.stages.heads, self.cfg, batch_index=0, valid_length=h["valid"],
+                                  labeller=labeller, relation=relation)
         with Timer(m.stage_latency.labels("merge")):
             out = st.merger.push(h["start"], props)
             if h["final"]:

@@ -98,6 +98,9 @@ class Stages:
         self.cfg = cfg
         self.model, self.class_names = load_model(cfg, checkpoint)
         self.heads = copy.deepcopy(self.model.detector.heads).float().eval()
+        # the segment classifier (model.labeller: segment) labels decoded proposals next to the heads
+        labeller = self.model.detector.labeller
+        self.labeller = None if labeller is None else copy.deepcopy(labeller).float().eval()
         self.feature_channels = self.model.mfe.out_channels
         d = cfg.data
         self.clip_shape = [d.clip_length, d.crop[0], d.crop[1], 3]
@@ -109,6 +112,8 @@ class Stages:
         self.torch_backend: TorchBackend | None = self.backend if isinstance(self.backend, TorchBackend) else None
         if self.torch_backend is not None:
             self.heads = self.heads.to(self.torch_backend.torch_device)
+            if self.labeller is not None:
+                self.labeller = self.labeller.to(self.torch_backend.torch_device)
         log.info("stages on %s (%s)", self.backend.describe(), selection.reason)
 
     def mfe(self, clips: np.ndarray) -> np.ndarray:

@@ -498,3 +498,45 @@ def test_distributed_training_with_torchrun_on_cpu(tmp_path: Path, small_data: d
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt.epoch == 1 and len(json.loads((out / "history.json").read_text())) == 2
+
+
+def test_segment_labeller_trains_after_the_detector_and_converts_old_checkpoints(
+        tmp_path: Path, small_data: dict[str, Path], small_cfg_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from stream.cli import main
+    data = ["--features", str(small_data["feats"]), "--annotations", str(small_data["ann"])]
+    # `menet train` with model.labeller: segment fits the labeller on the chosen detector
+    seg_cfg = tmp_path / "segment.yaml"
+    seg_cfg.write_text(f"extends: {small_cfg_path}\nname: segment\nmodel:\n  labeller: segment\n"
+                       "train:\n  segment_epochs: 20\n")
+    assert main(["train", "--config", str(seg_cfg), *data, "--out", str(tmp_path / "seg"), "--epochs", "1",
+                 "--no-progress", "--threads", "1"]) == 0
+    ckpt = load_checkpoint(tmp_path / "seg" / "best.pt")
+    last = ckpt.history[-1]
+    assert ckpt.config.model.labeller == "segment" and len(last["labeller"]) == 20
+    assert last["labeller"][-1]["loss"] < last["labeller"][0]["loss"]
+    assert last["val_map"]["labels"] == "class-agnostic" and 0 <= last["val_map_labelled"]["average_mAP"] <= 1
+
+    # a checkpoint whose heads label (as every checkpoint before the segment labeller) converts
+    anchor_cfg = tmp_path / "anchor.yaml"
+    anchor_cfg.write_text(f"extends: {small_cfg_path}\nname: anchor\nmodel:\n  labeller: anchor\n")
+    assert main(["train", "--config", str(anchor_cfg), *data, "--out", str(tmp_path / "anchor"), "--epochs", "1",
+                 "--no-progress", "--no-val-map", "--threads", "1"]) == 0
+    old = load_checkpoint(tmp_path / "anchor" / "best.pt")
+    assert old.config.model.labeller == "anchor" and not any(k.startswith("labeller.") for k in old.detector)
+    converted = tmp_path / "converted.pt"
+    capsys.readouterr()
+    assert main(["train-labeller", "--checkpoint", str(tmp_path / "anchor" / "best.pt"), *data,
+                 "--out", str(converted), "--epochs", "10"]) == 0
+    assert "average mAP with its labels" in capsys.readouterr().out
+    new = load_checkpoint(converted)
+    assert new.config.model.labeller == "segment"
+    assert all(torch.equal(new.detector[k], v) for k, v in old.detector.items())  # localisation untouched
+    assert any(k.startswith("labeller.") for k in new.detector)
+    pred = tmp_path / "pred.json"
+    assert main(["infer", "--checkpoint", str(converted), "--features", str(small_data["feats"]),
+                 "--annotations", str(small_data["ann"]), "--subset", "validation", "--out", str(pred)]) == 0
+    labels = {d["label"] for dets in json.loads(pred.read_text())["results"].values() for d in dets}
+    assert labels and labels <= {"sway", "bounce", "spin", "orbit", "pulse"}
+    # a missing feature folder is a clear error, not a traceback
+    assert main(["train-labeller", "--checkpoint", str(converted), "--features", str(tmp_path / "nowhere"),
+                 "--annotations", str(small_data["ann"]), "--out", str(converted)]) == 2

@@ -22,6 +22,7 @@ DistributedSampler and lets rank 0 alone validate and write files.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -137,16 +138,52 @@ def validation_loss(model: TemporalDetector, loader: DataLoader, sampler: Anchor
     return _mean_terms(sums, n)
 
 
-def validation_map(model: TemporalDetector, cfg: MENetConfig, dataset: WindowDataset) -> dict[str, Any]:
-    """Average mAP of the detector on the validation videos (ActivityNet protocol)."""
+def validation_map(model: TemporalDetector, cfg: MENetConfig, dataset: WindowDataset,
+                   class_agnostic: bool = False) -> dict[str, Any]:
+    """Average mAP of the detector on ``dataset``'s videos (ActivityNet protocol).
+
+    ``class_agnostic``: every label (true and predicted) set to one class, i.e. localisation
+    only; used while the detector trains with ``model.labeller: segment``, whose labels are
+    learnt only after the detector (:func:`fit_segment_labeller`)."""
     from ..evaluation.activitynet import evaluate_detection
     from ..evaluation.results_format import predictions_from_results
     from ..inference import detect_videos
 
     results = detect_videos(model, cfg, dataset.store, dataset.videos, dataset.class_names)
+    gt = dataset.gt
+    if class_agnostic:
+        results = {v: [{**r, "label": "action"} for r in rows] for v, rows in results.items()}
+        gt = dataclasses.replace(gt, inst_labels=np.full(len(gt.inst_labels), "action", dtype=object),
+                                 classes=["action"])
     preds = predictions_from_results(results, source="validation")
-    res = evaluate_detection(dataset.gt, preds, VALIDATION_TIOU)
-    return {"average_mAP": res.average_mAP, "mAP": [float(x) for x in res.mAP]}
+    res = evaluate_detection(gt, preds, VALIDATION_TIOU)
+    out: dict[str, Any] = {"average_mAP": res.average_mAP, "mAP": [float(x) for x in res.mAP]}
+    if class_agnostic:
+        out["labels"] = "class-agnostic"
+    return out
+
+
+def fit_segment_labeller(path: Path, cfg: MENetConfig, train_set: WindowDataset,
+                         val_set: WindowDataset | None, out: Path | None = None,
+                         progress: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """Train the segment classifier of the checkpoint at ``path`` (for ``cfg``, which says
+    ``model.labeller: segment``) on its frozen detector; write the result to ``out``
+    (default: rewrite ``path``) with ``cfg`` as its config. Returns what was added to the
+    checkpoint's last history entry."""
+    from .segment_classifier import attach_labeller, train_labeller
+
+    ckpt = load_checkpoint(path)
+    model = attach_labeller(ckpt, cfg)
+    history = train_labeller(model, cfg, train_set, val_set, progress=progress)
+    added: dict[str, Any] = {"labeller": history.epochs}
+    if val_set is not None:
+        added["val_map_labelled"] = validation_map(model, cfg, val_set)
+    hist = [dict(h) for h in ckpt.history] or [{}]
+    hist[-1].update(added)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    save_checkpoint(out or path, dataclasses.replace(ckpt, config=cfg, detector=state, optimizer=None
+                                                     if out is not None else ckpt.optimizer, history=hist))
+    return added
 
 
 def train(cfg: MENetConfig, features: str | Path, annotations: str | Path, out_dir: str | Path, *,
@@ -180,6 +217,8 @@ def train(cfg: MENetConfig, features: str | Path, annotations: str | Path, out_d
     store = FeatureStore(features)
     gt = load_ground_truth(annotations)
     selection = cfg.train.selection
+    # with the segment labeller, per-epoch mAP measures localisation: labels come after the detector
+    agnostic = cfg.model.labeller == "segment"
     holdout_videos: list[str] = []
     if selection == "holdout":
         holdout_videos = split_holdout(gt.select(train_subset), cfg.train.holdout_fraction, cfg.train.seed)
@@ -302,9 +341,9 @@ def train(cfg: MENetConfig, features: str | Path, annotations: str | Path, out_d
         if val_loader is not None:
             record["val"] = validation_loss(model, val_loader, sampler, cfg, dev)
             if validate_map and val_set is not None:
-                record["val_map"] = validation_map(model, cfg, val_set)
+                record["val_map"] = validation_map(model, cfg, val_set, class_agnostic=agnostic)
         if holdout_set is not None:
-            record["holdout_map"] = validation_map(model, cfg, holdout_set)
+            record["holdout_map"] = validation_map(model, cfg, holdout_set, class_agnostic=agnostic)
         if selection == "last":
             is_best = True  # every epoch is the last so far; the final one stays
         else:
@@ -331,6 +370,16 @@ def train(cfg: MENetConfig, features: str | Path, annotations: str | Path, out_d
         log.info(summary)
         if progress:
             print(summary, flush=True)
+    if rank == 0 and cfg.model.labeller == "segment":
+        # the segment classifier learns on the chosen detector, frozen (seconds to minutes)
+        for path in dict.fromkeys(p for p in (best_path, last_path) if p.exists()):
+            added = fit_segment_labeller(path, cfg, train_set, val_set if validate_map else None)
+            if path == last_path and history:
+                history[-1].update(added)
+            if progress and "val_map_labelled" in added:
+                print(f"{path.name}: segment classifier trained; val avg mAP with its labels "
+                      f"{added['val_map_labelled']['average_mAP']:.4f}", flush=True)
+        (out / "history.json").write_text(json.dumps(history, indent=1))
     if distributed:
         import torch.distributed as dist
         dist.destroy_process_group()
