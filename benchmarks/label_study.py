@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.postprocess.decode import decode_window, label_segments
     from engine.postprocess.windows import detections_to_results, merge_video
     from engine.training.dataset import WindowDataset
-    from engine.training.segment_classifier import (accuracy, collect_windows, fit_classifier, level_features,
+    from engine.training.segment_classifier import (accuracy, collect_windows, fit_classifier,
                                                     matched_label_accuracy)
 
     ckpt = load_checkpoint(a.checkpoint)
