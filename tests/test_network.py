@@ -65,8 +65,12 @@ def test_full_tiny_model_every_parameter_gets_a_gradient() -> None:
     loss = sum(o.start.sum() + o.end.sum() + o.anchors.cls.sum() + o.anchors.reg.sum() + o.anchors.cent.sum()
                + o.anchors.dura.sum() + o.anchors.class_logits.sum() for o in out)
     loss.backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
-               or p.grad.abs().sum() == 0]
+    # the segment classifier is not part of the detector's loss: it is fitted afterwards on the
+    # frozen detector (engine/training/segment_classifier.py), so the detector loss leaves it alone
+    labeller = [p for n, p in model.named_parameters() if n.startswith("detector.labeller.")]
+    assert labeller and all(p.grad is None for p in labeller)
+    missing = [n for n, p in model.named_parameters() if not n.startswith("detector.labeller.") and (
+               p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0)]
     assert missing == []
 
 

@@ -328,7 +328,7 @@ def _scripted_map(monkeypatch: pytest.MonkeyPatch, holdout: list[float], val: li
     served = {"holdout": 0, "val": 0}
     real = trainer_module.validation_map
 
-    def fake(model, cfg, dataset):
+    def fake(model, cfg, dataset, **kwargs):
         calls.append(list(dataset.videos))
         kind = "holdout" if dataset.videos == holdout_videos else "val"
         if kind == "holdout" and served["holdout"] == 0:  # once, the real mAP on the held-out videos
@@ -343,6 +343,7 @@ def _scripted_map(monkeypatch: pytest.MonkeyPatch, holdout: list[float], val: li
 def test_selection_last_ignores_a_validation_peak_and_weight_decay_reaches_adam(
         tmp_path: Path, small_data: dict[str, Path], small_cfg_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = load_config(small_cfg_path)
+    cfg.model.labeller = "anchor"  # the scripted mAP is per epoch; the segment labeller's own test is below
     assert cfg.train.selection == "last"  # the default
     cfg.train.epochs = 2
     _scripted_map(monkeypatch, holdout=[], val=[0.9, 0.1, 0.2])  # validation mAP peaks at epoch 0
@@ -381,6 +382,7 @@ def test_selection_holdout_picks_the_best_holdout_epoch(tmp_path: Path, small_da
     cfg = load_config(small_cfg_path)
     cfg.train.epochs, cfg.train.selection, cfg.train.holdout_fraction = 3, "holdout", 0.3
     cfg.train.reg_loss = "balanced"  # runs the balanced M_reg loss in a real loop too
+    cfg.model.labeller = "anchor"  # the scripted mAP is per epoch; the segment labeller's own test is below
     gt = load_ground_truth(small_data["ann"])
     training, validation = set(gt.select("training").videos), set(gt.select("validation").videos)
     held = split_holdout(gt.select("training"), 0.3, cfg.train.seed)

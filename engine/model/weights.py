@@ -44,7 +44,7 @@ _NESTED_KEYS = ("state_dict", "model", "model_state", "backbone")
 _PREFIXES = ("module.", "backbone.", "model.", "features.")
 # Classifier heads: torchvision / IG65M / TSP single head ``fc``, TSP two heads ``fc1``/``fc2``.
 HEADS = ("fc", "fc1", "fc2")
-# Non-tensor classes a weight file may pickle on top of torch's weights_only defaults.
+# Non-tensor classes a weight file may serialize on top of torch's weights_only defaults.
 SAFE_CLASSES: tuple[type, ...] = (argparse.Namespace,)
 
 
@@ -96,7 +96,7 @@ def _is_head(key: str) -> bool:
 class _InertStandIn:
     """Registered, for one read, under a class name a file pickles and we refuse to import.
 
-    It keeps whatever the pickle hands it and runs nothing, so reading the file can
+    It keeps whatever the unpickler hands it and runs nothing, so reading the file can
     execute no code of that class; the backbone tensors come out untouched.
     """
 
