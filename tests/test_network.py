@@ -206,11 +206,14 @@ def test_valid_cells_count() -> None:
     assert bool(((cells[:, 0] + cells[:, 1]) < 10).all())
 
 
-def test_sparse_head_exports_to_onnx_with_dynamic_anchor_count() -> None:
+@pytest.mark.parametrize("context", [0.0, 0.5])
+def test_sparse_head_exports_to_onnx_with_dynamic_anchor_count(context: float) -> None:
+    """SAlign + ASPs export with a dynamic anchor count; with context, anchors reaching past both
+    ends of the sequence (zeroed samples) agree with PyTorch too."""
     ort = pytest.importorskip("onnxruntime")
     import io
     torch.manual_seed(0)
-    head = DetectorHead(8, 4, 16, 2).eval()
+    head = DetectorHead(8, 6, 16, 2, context=context).eval()
 
     class Sparse(torch.nn.Module):
         def __init__(self) -> None:
@@ -228,10 +231,11 @@ def test_sparse_head_exports_to_onnx_with_dynamic_anchor_count() -> None:
                           input_names=["feature", "pairs"], dynamic_axes={"pairs": {0: "anchors"}},
                           opset_version=17)
     session = ort.InferenceSession(buf.getvalue())
-    feat, pairs = torch.randn(1, 8, 16), torch.tensor([[0, 15], [2, 4], [7, 7], [14, 15]])
-    got = session.run(None, {"feature": feat.numpy(), "pairs": pairs.numpy()})
-    with torch.no_grad():
-        want = Sparse()(feat, pairs)
-    for g, w in zip(got, want):
-        assert g.shape == tuple(w.shape)
-        assert abs(torch.from_numpy(g) - w).max() < 1e-5
+    feat = torch.randn(1, 8, 16)
+    for pairs in (torch.tensor([[0, 15], [2, 4], [7, 7], [14, 15], [0, 0]]), torch.tensor([[5, 9]])):
+        got = session.run(None, {"feature": feat.numpy(), "pairs": pairs.numpy()})
+        with torch.no_grad():
+            want = Sparse()(feat, pairs)
+        for g, w in zip(got, want):
+            assert g.shape == tuple(w.shape)
+            assert abs(torch.from_numpy(g) - w).max() < 1e-5
