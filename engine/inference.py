@@ -68,12 +68,16 @@ def detect_video(model: TemporalDetector, cfg: MENetConfig, feats: np.ndarray, d
 
 
 def detect_videos(model: TemporalDetector, cfg: MENetConfig, store: FeatureStore, videos: Iterable[str],
-                  class_names: list[str], top_labels: int | None = None) -> ResultsDict:
+                  class_names: list[str], top_labels: int | None = None,
+                  proposals_only: bool = False) -> ResultsDict:
+    """``proposals_only``: class-agnostic proposals (eq. 10 without p_label, class-agnostic
+    Soft-NMS); each keeps its best class as label, for information."""
     model.eval()
     results: ResultsDict = {}
     for video in videos:
         feats, meta = store.load(video, expected_dim=cfg.feature_channels)
-        dets = detect_video(model, cfg, feats, meta.duration, meta.fps, top_labels=top_labels)
+        dets = detect_video(model, cfg, feats, meta.duration, meta.fps, top_labels=top_labels,
+                            proposals_only=proposals_only)
         results[video] = detections_to_results(video, dets, class_names)
     return results
 

@@ -142,14 +142,16 @@ def validation_map(model: TemporalDetector, cfg: MENetConfig, dataset: WindowDat
                    class_agnostic: bool = False) -> dict[str, Any]:
     """Average mAP of the detector on ``dataset``'s videos (ActivityNet protocol).
 
-    ``class_agnostic``: every label (true and predicted) set to one class, i.e. localisation
-    only; used while the detector trains with ``model.labeller: segment``, whose labels are
-    learnt only after the detector (:func:`fit_segment_labeller`)."""
+    ``class_agnostic``: localisation only: class-agnostic proposals (eq. 10 without p_label,
+    class-agnostic Soft-NMS) against every true action as one class; used while the detector
+    trains with ``model.labeller: segment``, whose labels are learnt only after the detector
+    (:func:`fit_segment_labeller`)."""
     from ..evaluation.activitynet import evaluate_detection
     from ..evaluation.results_format import predictions_from_results
     from ..inference import detect_videos
 
-    results = detect_videos(model, cfg, dataset.store, dataset.videos, dataset.class_names)
+    results = detect_videos(model, cfg, dataset.store, dataset.videos, dataset.class_names,
+                            proposals_only=class_agnostic)
     gt = dataset.gt
     if class_agnostic:
         results = {v: [{**r, "label": "action"} for r in rows] for v, rows in results.items()}
@@ -172,7 +174,7 @@ def fit_segment_labeller(path: Path, cfg: MENetConfig, train_set: WindowDataset,
     checkpoint's last history entry."""
     from .segment_classifier import attach_labeller, train_labeller
 
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, with_optimizer=out is None)  # rewritten in place: still a resume point
     model = attach_labeller(ckpt, cfg)
     history = train_labeller(model, cfg, train_set, val_set, progress=progress)
     added: dict[str, Any] = {"labeller": history.epochs}
@@ -370,15 +372,20 @@ def train(cfg: MENetConfig, features: str | Path, annotations: str | Path, out_d
         log.info(summary)
         if progress:
             print(summary, flush=True)
-    if rank == 0 and cfg.model.labeller == "segment":
-        # the segment classifier learns on the chosen detector, frozen (seconds to minutes)
-        for path in dict.fromkeys(p for p in (best_path, last_path) if p.exists()):
-            added = fit_segment_labeller(path, cfg, train_set, val_set if validate_map else None)
-            if path == last_path and history:
-                history[-1].update(added)
-            if progress and "val_map_labelled" in added:
-                print(f"{path.name}: segment classifier trained; val avg mAP with its labels "
-                      f"{added['val_map_labelled']['average_mAP']:.4f}", flush=True)
+    if rank == 0 and cfg.model.labeller == "segment" and last_path.exists():
+        # the segment classifier learns on the chosen detector, frozen (about a minute here)
+        added = fit_segment_labeller(last_path, cfg, train_set, val_set if validate_map else None)
+        if history:
+            history[-1].update(added)
+        if best_path.exists():
+            best = load_checkpoint(best_path)
+            if best.epoch == len(history) - 1:  # best.pt is the last epoch: the same detector, fitted once
+                save_checkpoint(best_path, load_checkpoint(last_path, with_optimizer=True))
+            else:
+                fit_segment_labeller(best_path, cfg, train_set, val_set if validate_map else None)
+        if progress and "val_map_labelled" in added:
+            print(f"segment classifier trained; val avg mAP with its labels (last epoch) "
+                  f"{added['val_map_labelled']['average_mAP']:.4f}", flush=True)
         (out / "history.json").write_text(json.dumps(history, indent=1))
     if distributed:
         import torch.distributed as dist
