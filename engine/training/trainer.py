@@ -263,6 +263,10 @@ def train(cfg: MENetConfig, features: str | Path, annotations: str | Path, out_d
 
     torch.manual_seed(cfg.train.seed)
     model = TemporalDetector(cfg, cfg.feature_channels).to(dev)
+    if model.labeller is not None:
+        # fitted after the detector (fit_segment_labeller), never by the detector's loss: frozen
+        # here, so DistributedDataParallel does not wait for gradients that never come
+        model.labeller.requires_grad_(False)
     optimizer = build_optimizer(cfg, model)
     sampler = AnchorSampler.from_config(cfg, schedule=schedule)
     history: list[dict[str, Any]] = []
