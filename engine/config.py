@@ -2,8 +2,13 @@
 
 Every section is a dataclass; loading walks the YAML against the dataclass
 fields so an unknown key, a wrong type or an impossible value is a
-:class:`ConfigError` naming the file, the line and the dotted key. A config may
-``extends: other.yaml`` (path relative to it) and override any key.
+:class:`ConfigError` naming the file, the line and the dotted key. All problems
+of a config are reported together, one per line, sorted by file and line.
+
+A config may ``extends: other.yaml`` and override any key: the path is taken
+relative to the extending file when that file exists, else a bare shipped name
+(``stream``, ``stream.yaml``) means the config in ``configs/``, as for ``--config``.
+``name`` is never inherited: a file without one is named after its stem.
 
 Configs ship in ``configs/``; ``--config tiny`` is short for ``configs/tiny.yaml``.
 """
@@ -22,7 +27,11 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 class ConfigError(ValueError):
-    """A config is invalid; the message names file, line and key."""
+    """A config is invalid; the message names file, line and key, one line per problem."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems: list[str] = problems if problems is not None else [message]
 
 
 # ---------------------------------------------------------------- sections
@@ -37,6 +46,8 @@ class DataConfig:
     crop: list[int]  # [height, width] fed to the backbone
     window: int  # THUMOS: sliding-window length; ActivityNet: resized length T
     window_overlap: float = 0.5  # THUMOS sliding windows
+    # THE window layout, offline and online: snippets between two window starts (None: window // 2)
+    hop: int | None = None
     num_classes: int = 1
     class_names: list[str] | None = None
     # THUMOS training windows: which ground truths a window keeps. "coverage": those with at
@@ -249,22 +260,82 @@ def resolve_config_path(name: str | Path) -> Path:
     return CONFIG_DIR / f"{name}.yaml"
 
 
+def _shipped(name: str) -> Path | None:
+    """configs/NAME(.yaml) for a bare file name (no folder part), else None."""
+    path = Path(name)
+    if len(path.parts) != 1 or path.is_absolute():
+        return None
+    return CONFIG_DIR / (name if path.suffix in (".yaml", ".yml") else f"{name}.yaml")
+
+
+def _resolve_extends(parent: str, child: Path, line: int | str) -> Path:
+    """Where ``extends: parent`` in ``child`` points: relative to ``child`` first, then shipped."""
+    relative = child.parent / parent
+    # A file cannot extend itself, so a user's own stream.yaml with `extends: stream.yaml`
+    # means the shipped one rather than a cycle.
+    if relative.is_file() and relative.resolve() != child.resolve():
+        return relative
+    shipped = _shipped(parent)
+    if shipped is not None and shipped.is_file():
+        return shipped
+    looked = [str(relative)] + ([str(shipped)] if shipped is not None else [])
+    raise ConfigError(f"{child}:{line}: extends: no config {parent!r} (looked for {' and '.join(looked)})")
+
+
 class _Where:
     """Where a key came from, for error messages."""
 
     def __init__(self, files: list[tuple[Path, dict[str, int]]]) -> None:
         self.files = files
 
-    def __call__(self, key: str) -> str:
+    def locate(self, key: str) -> tuple[str, int]:
+        """(file, line) of ``key``; line 0 when no line is known."""
         # The file that sets the key itself wins (the overriding one first); else
         # the nearest enclosing section, so inherited keys point at their origin.
         probe = key
         while probe:
             for path, lines in reversed(self.files):
                 if probe in lines:
-                    return f"{path}:{lines[probe]}: {key}"
+                    return str(path), lines[probe]
             probe = probe.rsplit(".", 1)[0] if "." in probe else ""
-        return f"{self.files[-1][0]}: {key}"
+        return str(self.files[-1][0]), 0
+
+    def __call__(self, key: str) -> str:
+        path, line = self.locate(key)
+        return f"{path}:{line}: {key}" if line else f"{path}: {key}"
+
+
+class _Problems:
+    """Collects every problem of a config so the user sees them all in one error."""
+
+    def __init__(self, where: _Where) -> None:
+        self.where = where
+        self.items: list[tuple[str, int, int, str]] = []  # file, line, order found, text
+        self.bad: set[str] = set()  # keys whose value was refused (their default stands in)
+
+    def add(self, key: str, message: str) -> None:
+        path, line = self.where.locate(key)
+        self.items.append((path, line, len(self.items), f"{self.where(key)}: {message}"))
+
+    def trial(self) -> _Problems:
+        """A scratch collector for one alternative of a union."""
+        return _Problems(self.where)
+
+    def absorb(self, other: _Problems) -> None:
+        for path, line, _, text in other.items:
+            self.items.append((path, line, len(self.items), text))
+        self.bad |= other.bad
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            lines = [text for *_, text in sorted(self.items)]
+            raise ConfigError("\n".join(lines), lines)
+
+
+def _related(key: str, bad: set[str]) -> bool:
+    """``key`` is a refused key, inside one, or encloses one (model.scale_ranges[0] vs model.scale_ranges)."""
+    return any(key == b or key.startswith((f"{b}.", f"{b}[")) or b.startswith((f"{key}.", f"{key}["))
+               for b in bad)
 
 
 def load_config(name: str | Path) -> MENetConfig:
@@ -283,27 +354,36 @@ def load_config(name: str | Path) -> MENetConfig:
             break
         if not isinstance(parent, str):
             raise ConfigError(f"{path}:{lines.get('extends', '?')}: extends: expected a file name")
-        path = (path.parent / parent)
+        path = _resolve_extends(parent, path, lines.get("extends", "?"))
     merged: dict[str, Any] = {}
     for _, data, _ in chain:
         merged = _merge(merged, data)
+    # A name describes the file loaded, not its parent: never inherited, the stem by default.
+    top_path, top_data, _ = chain[-1]
+    merged["name"] = top_data["name"] if "name" in top_data else top_path.stem
     where = _Where([(p, lines) for p, _, lines in chain])
     merged.pop("source", None)
-    cfg = _build(MENetConfig, merged, "", where)
-    cfg.source = str(chain[-1][0])
-    _derive(cfg)
-    _validate(cfg, where)
-    return cfg
+    return _finish(merged, str(top_path), where)
 
 
 def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> MENetConfig:
     """Build a config from a plain dict (e.g. the one stored in a checkpoint)."""
     where = _Where([(Path(source), {})])
     data = {k: v for k, v in data.items() if k != "source"}
-    cfg = _build(MENetConfig, data, "", where)
+    return _finish(data, source, where)
+
+
+def _finish(data: dict[str, Any], source: str, where: _Where) -> MENetConfig:
+    """Build, derive and validate, then raise every problem found as one ConfigError."""
+    problems = _Problems(where)
+    cfg = _build(MENetConfig, data, "", where, problems)
+    if cfg is _BAD:
+        # A required value is missing or unusable: there is nothing to validate.
+        problems.raise_if_any()
     cfg.source = source
     _derive(cfg)
-    _validate(cfg, where)
+    _validate(cfg, problems)
+    problems.raise_if_any()
     return cfg
 
 
@@ -311,61 +391,81 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _build(tp: Any, value: Any, key: str, where: _Where) -> Any:
-    """Convert ``value`` to type ``tp`` or raise ConfigError naming ``key``."""
+_BAD: Any = object()  # _build's result for a value it refused (the reason is in problems)
+
+
+def _build(tp: Any, value: Any, key: str, where: _Where, problems: _Problems) -> Any:
+    """Convert ``value`` to type ``tp``; a refused value is recorded in ``problems`` and gives _BAD."""
+    def bad(message: str, at: str = key) -> Any:
+        problems.add(at, message)
+        return _BAD
+
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{where(key)}: expected a mapping, got {type(value).__name__}")
+            return bad(f"expected a mapping, got {type(value).__name__}")
         hints = typing.get_type_hints(tp)
         fields = {f.name: f for f in dataclasses.fields(tp) if f.name != "source"}
-        unknown = sorted(set(value) - set(fields))
-        if unknown:
-            sub = f"{key}.{unknown[0]}" if key else unknown[0]
-            raise ConfigError(f"{where(sub)}: unknown key (allowed here: {', '.join(sorted(fields))})")
+        complete = True
+        for name in sorted(set(value) - set(fields)):
+            bad(f"unknown key (allowed here: {', '.join(sorted(fields))})", f"{key}.{name}" if key else name)
         kwargs = {}
         for name, f in fields.items():
             sub = f"{key}.{name}" if key else name
+            has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
             if name in value:
-                kwargs[name] = _build(hints[name], value[name], sub, where)
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{where(key or name)}: missing required key '{sub}'")
-        return tp(**kwargs)
+                built = _build(hints[name], value[name], sub, where, problems)
+                if built is not _BAD:
+                    kwargs[name] = built
+                elif has_default:
+                    # The default stands in so the other checks still run; checks on this key are muted.
+                    problems.bad.add(sub)
+                else:
+                    complete = False
+            elif not has_default:
+                bad(f"missing required key '{sub}'", key or name)
+                complete = False
+        return tp(**kwargs) if complete else _BAD
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
+        trials = []
         for arg in (a for a in args if a is not type(None)):
-            try:
-                return _build(arg, value, key, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0]) if len(errors) == 1 else ConfigError(
-            f"{where(key)}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+            trial = problems.trial()
+            built = _build(arg, value, key, where, trial)
+            if built is not _BAD:
+                problems.absorb(trial)
+                return built
+            trials.append(trial)
+        if len(trials) == 1:
+            problems.absorb(trials[0])
+            return _BAD
+        return bad(f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{where(key)}: must be one of {list(args)}, got {value!r}")
+            return bad(f"must be one of {list(args)}, got {value!r}")
         return value
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{where(key)}: expected a list, got {type(value).__name__} {value!r}")
-        return [_build(args[0], v, f"{key}[{i}]", where) for i, v in enumerate(value)]
+            return bad(f"expected a list, got {type(value).__name__} {value!r}")
+        items = [_build(args[0], v, f"{key}[{i}]", where, problems) for i, v in enumerate(value)]
+        return _BAD if any(v is _BAD for v in items) else items
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where(key)}: expected true/false, got {value!r}")
+            return bad(f"expected true/false, got {value!r}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where(key)}: expected an integer, got {value!r}")
+            return bad(f"expected an integer, got {value!r}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where(key)}: expected a number, got {value!r}")
+            return bad(f"expected a number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where(key)}: expected a string, got {value!r}")
+            return bad(f"expected a string, got {value!r}")
         return value
     raise TypeError(f"config schema uses an unsupported type {tp!r} at {key}")
 
@@ -374,14 +474,18 @@ def _derive(cfg: MENetConfig) -> None:
     m = cfg.model
     if not m.level_lengths:
         m.level_lengths = [cfg.data.window // 2 ** i for i in range(m.levels)]
+    if cfg.data.hop is None:
+        cfg.data.hop = max(1, int(round(cfg.data.window * (1.0 - cfg.data.window_overlap))))
     if cfg.stream.hop is None:
         cfg.stream.hop = cfg.data.window // 2
 
 
-def _validate(cfg: MENetConfig, where: _Where) -> None:
+def _validate(cfg: MENetConfig, problems: _Problems) -> None:
+    """Record every impossible value in ``problems`` (the caller raises them together)."""
     def check(ok: bool, key: str, message: str) -> None:
-        if not ok:
-            raise ConfigError(f"{where(key)}: {message}")
+        # A key whose own value was refused already has its problem; its default proves nothing.
+        if not ok and not _related(key, problems.bad):
+            problems.add(key, message)
 
     d, m, t, s = cfg.data, cfg.model, cfg.train, cfg.stream
     check(d.sigma >= 1, "data.sigma", f"must be >= 1, got {d.sigma}")

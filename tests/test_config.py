@@ -129,3 +129,81 @@ def test_round_trip_through_dict() -> None:
     broken["model"]["head_samples"] = 0
     with pytest.raises(ConfigError, match="checkpoint: model.head_samples: must be >= 1"):
         config_from_dict(broken, source="checkpoint")
+
+
+# ---------------------------------------------------------------- a user's own folder
+
+
+@pytest.mark.parametrize("parent", ["stream", "stream.yaml"])
+def test_extends_shipped_name_from_any_folder(tmp_path: Path, parent: str) -> None:
+    path = write(tmp_path, f"extends: {parent}\nstream:\n  hop: 32\n", "cams.yaml")
+    cfg, shipped = load_config(path), load_config("stream")
+    assert (cfg.stream.hop, cfg.stream.max_batch, cfg.data) == (32, shipped.stream.max_batch, shipped.data)
+    assert cfg.source == str(path)
+
+
+def test_relative_extends_wins_over_shipped_name(tmp_path: Path) -> None:
+    # The user's own stream.yaml: `extends: tiny` finds no sibling, so it is the shipped tiny;
+    # `extends: stream.yaml` in it cannot mean itself, so it is the shipped stream.
+    write(tmp_path, "extends: stream.yaml\nname: mystream\nstream:\n  max_batch: 3\n", "stream.yaml")
+    write(tmp_path, "extends: stream.yaml\n", "cams.yaml")
+    cfg = load_config(tmp_path / "cams.yaml")
+    assert (cfg.name, cfg.stream.max_batch, cfg.stream.hop) == ("cams", 3, 64)
+    write(tmp_path, "extends: tiny\nname: mystream\nstream:\n  max_batch: 3\n", "stream.yaml")
+    assert load_config(tmp_path / "cams.yaml").stream.hop == load_config("tiny").stream.hop
+
+
+def test_extends_not_found_names_file_line_and_both_places(tmp_path: Path) -> None:
+    path = write(tmp_path, "# mine\nextends: strem\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (f"{path}:2: extends: no config 'strem' "
+                               f"(looked for {tmp_path / 'strem'} and {CONFIG_DIR / 'strem.yaml'})")
+    path = write(tmp_path, "extends: ../elsewhere/base.yaml\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml:1: extends: no config '\.\./elsewhere/base\.yaml' "
+                                          r"\(looked for [^ ]*/\.\./elsewhere/base\.yaml\)$"):
+        load_config(path)
+
+
+def test_name_defaults_to_file_stem(tmp_path: Path) -> None:
+    # Not inherited either: extending stream does not make the config "stream".
+    assert load_config(write(tmp_path, "extends: stream\n", "lobby-cams.yaml")).name == "lobby-cams"
+    assert load_config(write(tmp_path, "extends: stream\nname: lobby\n", "x.yaml")).name == "lobby"
+
+
+def test_every_problem_in_one_error_sorted_by_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "extends: stream\n"
+                           "data:\n"
+                           "  sigma: 0\n"            # 3: impossible value (found last, by _validate)
+                           "model:\n"
+                           "  chanels: 64\n"         # 5: unknown key
+                           "stream:\n"
+                           "  max_batch: lots\n")    # 7: wrong type
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    lines = str(info.value).split("\n")
+    assert len(lines) == 3 and info.value.problems == lines
+    assert lines[0] == f"{path}:3: data.sigma: must be >= 1, got 0"
+    assert lines[1].startswith(f"{path}:5: model.chanels: unknown key (allowed here: backbone, ")
+    assert lines[2] == f"{path}:7: stream.max_batch: expected an integer, got 'lots'"
+    assert isinstance(info.value, ValueError)
+
+
+def test_refused_value_is_not_checked_again(tmp_path: Path) -> None:
+    # scale_ranges falls back to its empty default for the other checks; "needs one per level" would mislead.
+    path = write(tmp_path, base_text(extra_model="  scale_ranges: [[0.0, a], [0.1, 0.75], [0.5, 1.0]]\n"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}:7: model.scale_ranges[0][1]: expected a number, got 'a'"
+
+
+def test_dict_problems_come_together() -> None:
+    data = load_config("thumos14").to_dict()
+    del data["data"]["window"]
+    data["model"]["bogus"] = 1
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data, source="checkpoint")
+    lines = str(info.value).split("\n")
+    assert lines[0] == "checkpoint: data: missing required key 'data.window'"
+    assert lines[1].startswith("checkpoint: model.bogus: unknown key (allowed here: ")
+    assert len(lines) == 2
