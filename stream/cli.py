@@ -11,8 +11,8 @@ import importlib
 import logging
 import sys
 
-# Order is the order of `menet --help`. A module that is not there yet is skipped,
-# so the CLI only ever lists commands that exist.
+# Order is the order of `menet --help`. Every name must be a module in stream/commands:
+# a missing one is an ImportError at startup, never a silently absent command.
 COMMANDS = ("demo", "run", "sources", "subscribe", "synth", "pretrain_backbone", "extract", "train", "train_labeller", "infer", "eval",
             "build_engine", "bench", "keys", "model_info", "weights")
 
@@ -24,13 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"stream.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"stream.commands.{name}":
-                continue
-            raise
-        module.add_parser(subparsers)
+        importlib.import_module(f"stream.commands.{name}").add_parser(subparsers)
     return parser
 
 

@@ -13,7 +13,6 @@ from engine.postprocess.label_fusion import (
     VideoScores,
     fuse_top_k,
     fuse_video,
-    fuse_with_classifier,
     load_activitynet_scores,
     load_class_list,
     load_score_matrix,
@@ -256,44 +255,3 @@ def test_fuse_video_uses_video_scores(vs: VideoScores) -> None:
     assert [(d["label"], d["score"]) for d in out] == [("Z", 0.45), ("X", 0.25)]
     with pytest.raises(UnknownVideoError):
         fuse_video([{"segment": [0, 1], "score": 0.5}], vs, "zzz")
-
-
-def test_fuse_with_classifier_argmax_skips_background() -> None:
-    scores = np.array([0.5, 1.0])
-    probs = np.array([[0.1, 0.2, 0.7],    # background most likely: still labelled class 1
-                      [0.6, 0.3, 0.1]])
-    r = fuse_with_classifier(scores, probs, class_names=["run", "jump"])
-    assert r.proposal_index.tolist() == [0, 1]
-    assert r.labels.tolist() == [1, 0]
-    np.testing.assert_allclose(r.scores, [0.1, 0.6])
-    assert r.label_names == ["jump", "run"]
-
-
-def test_fuse_with_classifier_top_k_and_renormalize() -> None:
-    probs = np.array([[0.2, 0.2, 0.1, 0.5]])
-    r = fuse_with_classifier(np.array([0.5]), probs, k=2)
-    assert r.proposal_index.tolist() == [0, 0]
-    assert r.labels.tolist() == [0, 1]  # tie: lower class index first
-    np.testing.assert_allclose(r.scores, [0.1, 0.1])
-    rn = fuse_with_classifier(np.array([0.5]), probs, k=1, renormalize=True)
-    np.testing.assert_allclose(rn.scores, [0.5 * 0.2 / 0.5])
-    allbg = fuse_with_classifier(np.array([0.5]), np.array([[0.0, 1.0]]), renormalize=True)
-    np.testing.assert_array_equal(allbg.scores, [0.0])
-
-
-def test_fuse_with_classifier_validation() -> None:
-    with pytest.raises(ValueError, match=r"class_probs must have shape \[2, C \+ 1\]"):
-        fuse_with_classifier(np.zeros(2), np.zeros((3, 4)))
-    with pytest.raises(ValueError, match="background column"):
-        fuse_with_classifier(np.zeros(2), np.zeros((2, 1)))
-    with pytest.raises(ValueError, match="k=3 exceeds the 2"):
-        fuse_with_classifier(np.zeros(1), np.zeros((1, 3)), k=3)
-    with pytest.raises(ValueError, match="NaN"):
-        fuse_with_classifier(np.array([np.nan]), np.zeros((1, 3)))
-    with pytest.raises(ValueError, match="class_names has 1 names for 2"):
-        fuse_with_classifier(np.zeros(1), np.zeros((1, 3)), class_names=["a"])
-
-
-def test_fuse_with_classifier_empty() -> None:
-    r = fuse_with_classifier(np.zeros(0), np.zeros((0, 4)), k=2)
-    assert r.labels.shape == (0,) and r.scores.shape == (0,) and r.proposal_index.shape == (0,)

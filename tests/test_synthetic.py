@@ -1,4 +1,4 @@
-"""Tests of the synthetic movement-submergence benchmark (engine/synthetic.py, menet synth)."""
+"""Tests of the synthetic movement-submergence benchmark (synth/generator.py, menet synth)."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.synthetic import (
+from synth import (
     CLASS_LIBRARY,
     Action,
     DatasetConfig,

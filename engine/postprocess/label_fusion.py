@@ -1,25 +1,20 @@
-"""Label fusion: give class-agnostic proposals action labels.
+"""Label fusion: give class-agnostic proposals action labels from an external classifier.
 
-Two paths are supported.
+The paper's protocol (as in BSN/BMN/G-TAD): every proposal of a video is duplicated
+for each of the video's top-k classes with ``score = proposal_score * class_score``
+(:func:`fuse_top_k`). The scores come from files:
 
-1. **External video-level classifier** (the paper's protocol, as in BSN/BMN/G-TAD):
-   every proposal of a video is duplicated for each of the video's top-k classes
-   with ``score = proposal_score * class_score`` (:func:`fuse_top_k`). The scores
-   come from files:
+* THUMOS-14: UntrimmedNet-style matrices ``[num_videos, num_columns]`` stored as
+  ``.npy`` or whitespace text, with a video list (one name per line, row order) or a
+  row-name pattern, and the ``detclasslist.txt`` class list (``<id> <ClassName>``
+  lines). See :func:`load_thumos_scores`.
+* ActivityNet: JSON of video-level scores, as CUHK's classification results are
+  shipped. See :func:`load_activitynet_scores`.
 
-   * THUMOS-14: UntrimmedNet-style matrices ``[num_videos, num_columns]`` stored
-     as ``.npy`` or whitespace text, with a video list (one name per line, row
-     order) or a row-name pattern, and the ``detclasslist.txt`` class list
-     (``<id> <ClassName>`` lines). See :func:`load_thumos_scores`.
-   * ActivityNet: JSON of video-level scores, as CUHK's classification results
-     are shipped. See :func:`load_activitynet_scores`.
-
-   The customary ``k`` is 2 on ActivityNet-1.3 (BMN, G-TAD) and THUMOS-14 work
-   commonly uses the top-2 UntrimmedNet classes as well, hence the default.
-
-2. **Built-in per-proposal classifier** (for live streams, no video-level score
-   exists yet): :func:`fuse_with_classifier` takes ``[N, C+1]`` class
-   probabilities whose *last* column is background.
+The customary ``k`` is 2 on ActivityNet-1.3 (BMN, G-TAD) and THUMOS-14 work commonly
+uses the top-2 UntrimmedNet classes as well, hence the default. Live streams, which
+have no video-level score, are labelled during decoding (``decode.py``: the heads'
+class logits or the segment classifier), not here.
 
 Malformed files raise :class:`ScoreFileError` (a ``ValueError``) naming the file
 and the line or JSON key; unknown videos raise :class:`UnknownVideoError` (a
@@ -29,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
@@ -39,7 +33,6 @@ __all__ = [
     "ScoreFileError",
     "UnknownVideoError",
     "VideoScores",
-    "ClassifierFusion",
     "load_class_list",
     "load_video_list",
     "load_score_matrix",
@@ -47,7 +40,6 @@ __all__ = [
     "load_activitynet_scores",
     "fuse_top_k",
     "fuse_video",
-    "fuse_with_classifier",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -526,76 +518,3 @@ def fuse_video(
 ) -> list[dict[str, Any]]:
     """:func:`fuse_top_k` with the ``k`` best classes of ``video`` from ``video_scores``."""
     return fuse_top_k(proposals, video_scores.top_k(video, k), k)
-
-
-@dataclass(frozen=True)
-class ClassifierFusion:
-    """Output of :func:`fuse_with_classifier`, flat over (proposal, class) pairs.
-
-    Attributes:
-        proposal_index: ``[M]`` int64 row of the proposal each entry came from.
-        labels: ``[M]`` int64 class index in ``0..C-1`` (never the background).
-        scores: ``[M]`` float64 ``proposal_score * class_prob``.
-        label_names: class names per entry when ``class_names`` was given, else ``None``.
-    """
-
-    proposal_index: np.ndarray
-    labels: np.ndarray
-    scores: np.ndarray
-    label_names: Optional[list[str]] = None
-
-
-def fuse_with_classifier(
-    proposal_scores: np.ndarray,
-    class_probs: np.ndarray,
-    k: int = 1,
-    *,
-    class_names: Optional[Sequence[str]] = None,
-    renormalize: bool = False,
-) -> ClassifierFusion:
-    """Label proposals with the built-in per-proposal classifier.
-
-    Args:
-        proposal_scores: ``[N]`` class-agnostic proposal confidences.
-        class_probs: ``[N, C + 1]`` class probabilities; the **last column is
-            background** and is never chosen.
-        k: how many non-background classes per proposal (1 = argmax). Must be in
-            ``1..C``.
-        class_names: optional ``C`` names for the non-background columns.
-        renormalize: divide the chosen probabilities by ``1 - p_background``
-            (i.e. use ``P(class | foreground)``); rows whose background
-            probability is 1 get 0. Default off: ``score = s * p_class`` as in eq. 10.
-
-    Returns:
-        :class:`ClassifierFusion` with ``N * k`` entries, proposal-major: for each
-        proposal its ``k`` classes by descending probability (ties: lower class
-        index first).
-    """
-    s = np.asarray(proposal_scores, dtype=np.float64)
-    p = np.asarray(class_probs, dtype=np.float64)
-    if s.ndim != 1:
-        raise ValueError(f"proposal_scores must have shape [N], got {s.shape}")
-    if p.ndim != 2 or p.shape[0] != s.shape[0]:
-        raise ValueError(f"class_probs must have shape [{s.shape[0]}, C + 1], got {p.shape}")
-    if p.shape[1] < 2:
-        raise ValueError(f"class_probs needs at least one class plus the background column, got {p.shape[1]} column(s)")
-    n_cls = p.shape[1] - 1
-    _check_k(k)
-    if k > n_cls:
-        raise ValueError(f"k={k} exceeds the {n_cls} non-background classes")
-    if np.isnan(s).any() or np.isnan(p).any():
-        raise ValueError("proposal_scores / class_probs contain NaN")
-    if class_names is not None and len(class_names) != n_cls:
-        raise ValueError(f"class_names has {len(class_names)} names for {n_cls} non-background classes")
-    fg = p[:, :n_cls]
-    if renormalize:
-        denom = 1.0 - p[:, n_cls:]
-        fg = np.divide(fg, denom, out=np.zeros_like(fg), where=denom > 0)
-    # Stable sort of -prob gives descending probability with lower class index first on ties.
-    top = np.argsort(-fg, axis=1, kind="stable")[:, :k]
-    probs = np.take_along_axis(fg, top, axis=1)
-    labels = top.reshape(-1).astype(np.int64)
-    scores = (s[:, None] * probs).reshape(-1)
-    prop_idx = np.repeat(np.arange(s.shape[0], dtype=np.int64), k)
-    names = None if class_names is None else [str(class_names[i]) for i in labels]
-    return ClassifierFusion(proposal_index=prop_idx, labels=labels, scores=scores, label_names=names)

@@ -114,7 +114,7 @@ def _validate(args: argparse.Namespace) -> dict:
     if duration_range[0] * fps < 50:
         raise _ArgError(f"--duration-range: videos need at least 50 frames, got {duration_range[0]:g} s at {fps:g} fps")
     num_classes = _number(args, "num_classes", int, DEFAULT_NUM_CLASSES)
-    from engine.synthetic import MAX_CLASSES
+    from synth import MAX_CLASSES
 
     if not 1 <= num_classes <= MAX_CLASSES:
         raise _ArgError(f"--num-classes: must be in [1, {MAX_CLASSES}], got {num_classes}")
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     except _ArgError as exc:
         print(f"menet synth: error: {exc}", file=sys.stderr)
         return 2
-    from engine.synthetic import generate_dataset  # heavy imports (cv2) only when running
+    from synth import generate_dataset  # heavy imports (cv2) only when running
 
     try:
         summary = generate_dataset(progress=True, **kwargs)
