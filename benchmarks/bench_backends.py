@@ -3,6 +3,7 @@ CUDA fp32/fp16 when this torch has CUDA).
 
     python benchmarks/bench_backends.py --json bench_backends.json
     python benchmarks/bench_backends.py --configs tiny --batches 1 8 --repeats 20
+    python benchmarks/bench_backends.py --quick   # smoke test, seconds
 
 Per config (random weights, same for both backends), per stage and batch: medians of
 ``--repeats`` timed runs after one warm-up run. Reported per item: MFE per snippet
@@ -45,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(),
                     help="CPU threads for both backends (default: torch's)")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke test: tiny config, batches 1 and 2, one repeat (ONNX export and both backends run)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.configs, args.batches, args.repeats, args.slow_repeats = ["tiny"], [1, 2], 1, 1
     torch.set_num_threads(args.threads)
     results = []
     cuda = torch.cuda.is_available()

@@ -1,7 +1,7 @@
 """Time proposal decoding (engine.postprocess.decode.decode_window) per window.
 
 Usage: ``python benchmarks/bench_decode.py [--configs tiny thumos14] [--repeats 5]
-[--threads 1]``. For each config: a randomly initialised TemporalDetector runs once
+[--threads 1] [--quick]``. For each config: a randomly initialised TemporalDetector runs once
 on random snippet features (not timed); then ``decode_window`` on its levels is
 timed (median of ``--repeats``), with the default pair cap and without it. Random
 weights give flat boundary curves, so almost every snippet is a candidate: the
@@ -45,7 +45,11 @@ def main() -> None:
     ap.add_argument("--configs", nargs="+", default=["tiny", "thumos14"])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke test: tiny config, one repeat (both pair caps still run)")
     args = ap.parse_args()
+    if args.quick:
+        args.configs, args.repeats = ["tiny"], 1
     torch.set_num_threads(args.threads)
     print(f"torch threads: {args.threads}")
     for name in args.configs:

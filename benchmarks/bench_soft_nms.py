@@ -1,7 +1,7 @@
 """Time the vectorised Soft-NMS against the pure-Python reference.
 
 Usage: ``python benchmarks/bench_soft_nms.py [--sizes 2000 10000] [--repeats 5]
-[--reference-max 2000]``. Prints the median of ``--repeats`` runs per (method, N).
+[--reference-max 2000] [--quick]``. Prints the median of ``--repeats`` runs per (method, N).
 The reference is O(N^2) Python, so it only runs for N <= ``--reference-max``.
 Segments mimic one THUMOS video: N proposals over a 600 s video, lengths
 log-uniform in [0.5, 60] s, scores uniform; ``top_k=None`` (worst case: every
@@ -47,7 +47,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--reference-max", type=int, default=2000)
     ap.add_argument("--methods", nargs="+", default=["gaussian", "linear", "hard", "bmn"])
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke test: N = 300 and 600 (reference up to 300), one repeat, every method")
     args = ap.parse_args()
+    if args.quick:
+        args.sizes, args.repeats, args.reference_max = [300, 600], 1, 300
     print(f"{'method':>9} {'N':>6} {'vectorised_s':>13} {'reference_s':>12} {'speedup':>8}")
     for n in args.sizes:
         segs, scores = _make(n)

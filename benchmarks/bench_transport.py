@@ -89,17 +89,19 @@ def transport(endpoint: str, shape: tuple[int, ...], n: int, hwm: int, paced: bo
 def stages(config: str, repeats: int) -> list[tuple[str, str, float]]:
     import torch
 
-    from engine.config import load_config
+    from stream.settings import load_config
     from engine.model.preprocess import Preprocess
+    from engine.online.merger import StreamMerger
     from engine.postprocess.decode import decode_window
-    from engine.postprocess.windows import StreamMerger
-    from engine.synthetic import SyntheticVideo, random_spec
-    from stream.engine_worker import TorchStages
+    from engine.runtime.split import DetectorStages, EngineStages, RuntimeChoice  # the workers' model split
+    from synth import SyntheticVideo, random_spec
 
     cfg = load_config(config)
-    torch.set_num_threads(cfg.stream.threads or torch.get_num_threads())
+    torch.set_num_threads(cfg.stream.runtime.threads or torch.get_num_threads())
     d = cfg.data
-    st = TorchStages(cfg, None)
+    # PyTorch on the CPU, random weights: the stages as `menet run` runs them without an engine build
+    choice = RuntimeChoice(backend="auto", device="cpu")  # auto without an engine dir: PyTorch
+    st, det = EngineStages(cfg, None, choice), DetectorStages(cfg, None, choice)
     video = SyntheticVideo(random_spec(np.random.default_rng(0), width=320, height=240, duration_range=(4, 4)))
     pre = Preprocess(d.resize_short, tuple(d.crop))
     frames = [video.frame(i) for i in range(32)]
@@ -116,23 +118,28 @@ def stages(config: str, repeats: int) -> list[tuple[str, str, float]]:
 
     timed("preprocess (320x240 BGR -> crop RGB)", "frame", lambda: pre.frame(frames[0]), repeats * 10)
     clip = pre.frames(frames[: d.clip_length])
-    for b in (1, cfg.stream.max_batch):
+    for b in (1, cfg.stream.engine.max_batch):
         clips = np.stack([clip] * b)
         timed(f"MFE, batch {b}", f"batch of {b}", lambda: st.mfe(clips))
     window = np.random.default_rng(0).standard_normal((1, st.feature_channels, d.window)).astype(np.float32)
     timed("MREM", "window", lambda: st.mrem(window))
     rel = st.mrem(window)
-    timed("SFPN + boundary heads", "window", lambda: st.detect(rel))
-    levels = st.detect(rel)
-    timed("decode (sparse anchors, random weights)", "window",
-          lambda: decode_window(levels, st.heads, cfg, valid_length=d.window))
-    props = decode_window(levels, st.heads, cfg, valid_length=d.window)
+    timed("SFPN + boundary heads", "window", lambda: det.detect(rel))
+    levels = det.detect(rel)
+    # as the detector worker decodes: the segment classifier (if the config has one) reads the MREM output
+    relation = None if det.labeller is None else torch.from_numpy(rel[0]).to(levels[0].feature.device)
+
+    def decode():
+        return decode_window(levels, det.heads, cfg, valid_length=d.window, labeller=det.labeller, relation=relation)
+
+    timed("decode (sparse anchors, random weights)", "window", decode)
+    props = decode()
     counter = {"start": 0}
 
     def merge() -> None:
         m = counter.setdefault("m", StreamMerger(d.sigma / 25.0, cfg.inference, None, max_lag=10.0))
         m.push(counter["start"], props)
-        counter["start"] += cfg.stream.hop
+        counter["start"] += cfg.data.hop
 
     timed("merge + Soft-NMS (StreamMerger, lag mode)", "window", merge)
     return rows
@@ -147,7 +154,7 @@ def main() -> int:
     args = ap.parse_args()
     n = 200 if args.quick else args.messages
     reps = 3 if args.quick else args.repeats
-    from engine.config import load_config
+    from stream.settings import load_config
     cfg = load_config(args.config)
     d = cfg.data
     shapes = {f"{args.config} ({d.clip_length}x{d.crop[0]}x{d.crop[1]}x3)": (d.clip_length, d.crop[0], d.crop[1], 3),
@@ -169,11 +176,11 @@ def main() -> int:
 
     for label, shape in shapes.items():
         for name in ("ipc", "tcp"):
-            thr = transport(endpoint(name), shape, n, cfg.stream.queue_size, paced=False)
-            lat = transport(endpoint(name), shape, max(50, n // 10), cfg.stream.queue_size, paced=True)
+            thr = transport(endpoint(name), shape, n, cfg.stream.transport.queue_size, paced=False)
+            lat = transport(endpoint(name), shape, max(50, n // 10), cfg.stream.transport.queue_size, paced=True)
             print(f"| {label} | {name} | {thr['us_per_msg']:.0f} | {thr['mb_s']:.0f} | "
                   f"{lat['lat_med_us']:.0f} / {lat['lat_p99_us']:.0f} |", flush=True)
-    print(f"\n## Stages ({args.config}, one process, torch threads {cfg.stream.threads or 'default'}, "
+    print(f"\n## Stages ({args.config}, one process, torch threads {cfg.stream.runtime.threads or 'default'}, "
           "median of repeats)\n")
     print("| stage | per | ms |")
     print("| --- | --- | --- |")

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.evaluation.ground_truth import load_ground_truth
     from engine.evaluation.results_format import predictions_from_results
     from engine.features import FeatureStore
-    from engine.inference import load_detector, video_windows
+    from engine.inference import inference_windows, load_detector
     from engine.model.segment_classifier import SegmentClassifier
     from engine.postprocess.decode import decode_window, label_segments
     from engine.postprocess.windows import detections_to_results, merge_video
@@ -115,15 +115,16 @@ def main(argv: list[str] | None = None) -> int:
         out = {}
         for video in val_set.videos:
             feats, meta = store.load(video, expected_dim=cfg.feature_channels)
-            windows, sps = video_windows(cfg, feats, meta.duration, meta.fps)
-            x = torch.stack([w for _, _, w in windows])
+            windows, sps = inference_windows(cfg, feats, meta.duration, meta.fps)
+            x = torch.from_numpy(np.stack([w.features for w in windows]))
             with torch.no_grad():
                 relation = model.relation(x)
                 levels = model.from_relation(relation)
             per_window = []
-            for b, (start, valid, _) in enumerate(windows):
+            for b, win in enumerate(windows):
+                start = win.start
                 props = decode_window(levels, model.heads, anchor_cfg, batch_index=b,
-                                      top_labels=1 if labeller else k, valid_length=valid)
+                                      top_labels=1 if labeller else k, valid_length=win.valid)
                 if labeller is not None:
                     props = label_segments(props, features_of(x[b], relation[b], [lv.feature[b] for lv in levels]),
                                            labeller, k)

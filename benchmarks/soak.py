@@ -38,12 +38,14 @@ model:
   head_samples: 4
   head_hidden: 16
 stream:
-  hop: 16
-  max_batch: 4
-  max_wait_ms: 5
-  queue_size: 16
-  merge: lag
-  max_lag_s: 5.0
+  engine:
+    max_batch: 4
+    max_wait_ms: 5
+  transport:
+    queue_size: 16
+  detector:
+    merge: lag
+    max_lag_s: 5.0
 """
 
 

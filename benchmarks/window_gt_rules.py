@@ -5,7 +5,7 @@
         --config thumos14 --fps 30 --coverage 0.5 0.75 1.0 --json out.json
 
 Lays the config's sliding windows (``data.sigma``, ``data.window``,
-``data.window_overlap``; :func:`engine.postprocess.windows.window_starts`, the
+``data.hop``; :func:`engine.online.layout.window_starts`, the
 layout training uses) over every annotated video of a THUMOS annotation folder
 and applies each rule with the training code's own
 :func:`engine.training.dataset.window_ground_truth`:
@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine.config import load_config  # noqa: E402
 from engine.evaluation.ground_truth import load_ground_truth  # noqa: E402
-from engine.postprocess.windows import window_starts  # noqa: E402
+from engine.online.layout import window_starts  # noqa: E402
 from engine.training.dataset import window_ground_truth  # noqa: E402
 
 # the shared data beside the repository, or where MENET_SHARED_DATA points (as the tests look for it)
@@ -73,7 +73,7 @@ class Measurement:
     fps: float
     sigma: int
     window: int
-    overlap: float
+    hop: int
     videos: int = 0
     instances: int = 0
     windows: int = 0
@@ -84,12 +84,12 @@ class Measurement:
     rules: list[RuleCounts] = field(default_factory=list)
 
 
-def measure(annotations: str | Path, sigma: int, window: int, overlap: float, fps: float,
+def measure(annotations: str | Path, sigma: int, window: int, hop: int, fps: float,
             rules: list[tuple[str, float]]) -> Measurement:
     """Counts for each (rule, coverage) over all annotated videos of ``annotations``."""
     gt = load_ground_truth(annotations)
     sps = sigma / fps  # seconds per snippet
-    m = Measurement(str(annotations), fps, sigma, window, overlap)
+    m = Measurement(str(annotations), fps, sigma, window, hop)
     counts = [RuleCounts(f"coverage-{c:g}" if r == "coverage" else r) for r, c in rules]
     for video in sorted(set(gt.inst_videos.tolist())):
         sel = gt.inst_videos == video
@@ -97,7 +97,7 @@ def measure(annotations: str | Path, sigma: int, window: int, overlap: float, fp
         segs = segs[segs[:, 1] > segs[:, 0]]  # a zero-length instance overlaps nothing
         # length unknown from annotations: last end + one window (see the module docstring)
         length = int(math.ceil(segs[:, 1].max())) + window
-        starts = window_starts(length, window, overlap)
+        starts = window_starts(length, window, hop)
         m.videos += 1
         m.instances += len(segs)
         m.windows += len(starts)
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--annotations", type=Path, default=DEFAULT_ANNOTATIONS,
                     help=f"THUMOS annotation folder (default {DEFAULT_ANNOTATIONS})")
-    ap.add_argument("--config", default="thumos14", help="config giving sigma, window, overlap (default thumos14)")
+    ap.add_argument("--config", default="thumos14", help="config giving sigma, window, hop (default thumos14)")
     ap.add_argument("--fps", type=float, default=30.0, help="assumed frame rate of every video (default 30)")
     ap.add_argument("--coverage", type=float, nargs="+",
                     help="coverage fractions to measure (default: the config's data.window_gt_coverage)")
@@ -174,11 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     if any(not 0 < c <= 1 for c in coverages):
         ap.error("--coverage values must be in (0, 1]")
     rules = [("coverage", c) for c in coverages] + [("clip", 1.0)]
-    m = measure(args.annotations, d.sigma, d.window, d.window_overlap, args.fps, rules)
+    m = measure(args.annotations, d.sigma, d.window, d.hop, args.fps, rules)
     sps = d.sigma / args.fps
     print(f"{m.annotations}: {m.videos} videos, {m.instances} instances (Ambiguous excluded)")
     print(f"windows: {d.window} snippets x {sps:.4f} s = {d.window * sps:.1f} s (sigma {d.sigma} at an assumed "
-          f"{args.fps:g} fps), overlap {d.window_overlap:g}; video length estimated as last annotation end + "
+          f"{args.fps:g} fps), hop {d.hop}; video length estimated as last annotation end + "
           f"one window -> {m.windows} windows, {m.pairs} overlapping (window, instance) pairs")
     print(f"pairs cut by the window, by the share of the instance inside: (0, .25] {m.partial_by_share[0]}, "
           f"(.25, .5] {m.partial_by_share[1]}, (.5, .75) {m.partial_by_share[2]}, [.75, 1) {m.partial_by_share[3]}; "

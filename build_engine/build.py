@@ -17,6 +17,7 @@ from engine.runtime.manifest import DEFAULT_OPSET, sha256_file
 
 from .export import checkpoint_info, export_onnx
 from .manifest import write_index
+from .tensorrt_build import DEFAULT_MAX_BATCH
 from .parity import FP32_ATOL, ParityRow, check_parity, verify_onnx
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def build_engines(cfg: MENetConfig, model: Any, out_dir: str | Path, *, checkpoi
                 import torch
                 dev = "cuda" if torch.cuda.is_available() else "cpu"
                 calibration = calibration_batches(cfg, model, calib_video, batch=opt_batch or max_batch
-                                                  or cfg.stream.max_batch, max_snippets=calib_snippets, device=dev)
+                                                  or DEFAULT_MAX_BATCH, max_snippets=calib_snippets, device=dev)
                 model.cpu()
             for p in build_plans(cfg, out, precision=precision, calibration=calibration, max_batch=max_batch,
                                  opt_batch=opt_batch, workspace_mb=workspace_mb):

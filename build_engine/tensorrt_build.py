@@ -1,7 +1,7 @@
 """TensorRT plans from the exported ONNX graphs (TensorRT 10 Python API).
 
 Per stage: parse the ONNX graph, one optimization profile over the batch axis
-(min 1, opt and max from ``stream.max_batch`` unless given), FP16 by default, INT8
+(min 1, opt and max from ``stream.engine.max_batch`` unless given), FP16 by default, INT8
 with entropy calibration (``IInt8EntropyCalibrator2``) on real snippets of a given
 video, a persistent timing cache shared by all builds in ``DIR/tensorrt/timing.cache``,
 and a manifest next to each plan (TensorRT version, GPU name and compute capability,
@@ -44,15 +44,19 @@ class Profile:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
+DEFAULT_MAX_BATCH = 8  # the engine worker's default batch (stream.engine.max_batch)
+
+
 def profiles_for(cfg: MENetConfig, stage: str, max_batch: int | None = None,
                  opt_batch: int | None = None) -> list[Profile]:
-    """Batch profile of a stage: min 1, opt = max = ``stream.max_batch`` by default.
+    """Batch profile of a stage: min 1, opt = max = ``max_batch`` (default
+    :data:`DEFAULT_MAX_BATCH`; `menet build-engine` passes the config's ``stream.engine.max_batch``).
 
     The engine worker batches snippets (MFE) and windows (MREM, dense) across streams up
-    to ``stream.max_batch``; opt at the maximum tunes kernels for a busy box, where
+    to ``stream.engine.max_batch``; opt at the maximum tunes kernels for a busy box, where
     latency matters most. Larger batches are split by the runtime.
     """
-    mb = int(max_batch or cfg.stream.max_batch)
+    mb = int(max_batch or DEFAULT_MAX_BATCH)
     ob = int(opt_batch or mb)
     if not 1 <= ob <= mb:
         raise ValueError(f"profile needs 1 <= opt ({ob}) <= max ({mb})")

@@ -23,7 +23,7 @@ FORMAT = "menet-checkpoint-1"
 # Sections whose values change what the weights mean; train/inference/stream may differ.
 BINDING_SECTIONS = ("data", "model")
 # Keys inside those sections that may differ without changing the weights' meaning.
-FREE_KEYS = {"model.backbone_weights", "data.window_overlap", "data.window_gt", "data.window_gt_coverage"}
+FREE_KEYS = {"model.backbone_weights", "data.hop", "data.window_gt", "data.window_gt_coverage"}
 
 
 class CheckpointError(ValueError):
@@ -84,6 +84,23 @@ def config_differences(a: MENetConfig, b: MENetConfig) -> list[str]:
     return out
 
 
+def stored_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config dict in today's layout.
+
+    Checkpoints written before the window layout became one setting hold
+    ``data.window_overlap`` (now ``data.hop``, derived from the window when absent) and the
+    online pipeline's ``stream`` section (not the network's: the stream settings come from
+    the run's own config)."""
+    data = {k: v for k, v in data.items() if k != "stream"}
+    if isinstance(data.get("data"), dict) and "window_overlap" in data["data"]:
+        d = dict(data["data"])
+        overlap = d.pop("window_overlap")
+        if d.get("hop") is None and isinstance(d.get("window"), int) and isinstance(overlap, (int, float)):
+            d["hop"] = max(1, int(round(d["window"] * (1.0 - overlap))))
+        data["data"] = d
+    return data
+
+
 def load_checkpoint(path: str | Path, expect: MENetConfig | None = None, with_optimizer: bool = False) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
@@ -96,7 +113,7 @@ def load_checkpoint(path: str | Path, expect: MENetConfig | None = None, with_op
         raise CheckpointError(f"{path}: not a MENet checkpoint (format {obj.get('format') if isinstance(obj, dict) else None!r}, "
                               f"expected {FORMAT!r})")
     try:
-        cfg = config_from_dict(obj["config"], source=f"{path} (stored config)")
+        cfg = config_from_dict(stored_config(obj["config"]), source=f"{path} (stored config)")
     except (ConfigError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: stored config is invalid: {exc}") from exc
     if expect is not None:

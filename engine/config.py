@@ -39,14 +39,19 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
+    # keys of older configs and where they live now (the loader says so instead of "unknown key")
+    MOVED_KEYS: typing.ClassVar[dict[str, str]] = {
+        "window_overlap": "data.hop, in snippets between two window starts (overlap 0.5 = window / 2)"}
+
     mode: Literal["thumos", "activitynet"]
     sigma: int  # frames per snippet (paper sec. 4.1: 5 THUMOS, 16 ActivityNet)
     clip_length: int  # frames the backbone sees per snippet, centred on it
     resize_short: int
     crop: list[int]  # [height, width] fed to the backbone
     window: int  # THUMOS: sliding-window length; ActivityNet: resized length T
-    window_overlap: float = 0.5  # THUMOS sliding windows
-    # THE window layout, offline and online: snippets between two window starts (None: window // 2)
+    # THE window layout (engine.online.layout), for training windows, offline inference and the
+    # online windower alike: snippets between two window starts. None: window // 2 (paper sec. 4.1:
+    # 50 % overlap). Online, a smaller hop means earlier events and more compute.
     hop: int | None = None
     num_classes: int = 1
     class_names: list[str] | None = None
@@ -137,54 +142,12 @@ class InferenceConfig:
 
 
 @dataclass
-class StreamConfig:
-    hop: int | None = None  # snippets between two windows; None: data.window // 2 (50 % overlap)
-    max_batch: int = 8  # snippets per MFE batch (across streams)
-    max_wait_ms: float = 20.0  # longest a snippet waits for its batch to fill
-    backend: Literal["auto", "pytorch", "onnxruntime", "tensorrt"] = "auto"
-    device: str = "cpu"
-    precision: Literal["fp32", "fp16", "int8"] = "fp32"
-    engine_dir: str | None = None  # output of `menet build-engine`; needed for onnxruntime/tensorrt
-    snippet_endpoint: str | None = None  # grabbers -> engine; None: ipc:// in a per-run temp dir
-    window_endpoint: str | None = None  # engine -> detector; None: ipc:// in a per-run temp dir
-    event_endpoint: str = "tcp://127.0.0.1:5560"  # detector PUB, topic = stream id
-    control_endpoint: str | None = None  # supervisor REP (`menet sources`); None: ipc:// in the per-run temp dir
-    queue_size: int = 64  # ZMQ high-water marks (messages) on every socket
-    metrics_port: int = 0  # 0 = metrics disabled; else supervisor P, detector P+1, engine P+2, grabbers P+3..
-    merge: Literal["auto", "exact", "lag"] = "auto"  # auto: exact for files, lag for live sources
-    max_lag_s: float = 10.0  # "lag" merge: final events trail the newest window by at most this
-    gap_fill: int | None = None  # gaps up to this many snippets are zero-filled; longer ones restart the window; None: hop
-    fps_fallback: float = 25.0  # live sources that report no frame rate
-    open_timeout_s: float = 10.0  # RTSP/V4L2 open timeout
-    read_timeout_s: float = 5.0  # RTSP read timeout
-    stall_timeout_s: float = 5.0  # watchdog: no frame for this long -> "stalled", reopen
-    reconnect_min_s: float = 0.5  # reopen backoff, doubling up to reconnect_max_s
-    reconnect_max_s: float = 10.0
-    capture_queue: int = 64  # decoded frames a live reader thread may hold (oldest dropped beyond)
-    restart_min_s: float = 1.0  # supervisor: crashed-worker restart backoff, doubling up to restart_max_s
-    restart_max_s: float = 30.0
-    shutdown_timeout_s: float = 30.0  # supervisor: wait this long for the flush on SIGINT/SIGTERM
-    threads: int = 1  # torch intra-op threads per worker process; 0 = torch default (all cores)
-    wait_subscribers: int = 0  # detector holds windows until this many subscribers are connected
-    # pad MFE/MREM batches to max_batch so a snippet's features do not depend on its batch mates
-    # (bit-exact replay after a worker restart): for batches holding file snippets, always, never
-    pad_batches: Literal["files", "always", "never"] = "files"
-    # security (docs/security.md): CURVE on tcp:// endpoints
-    curve_server_secret_file: str | None = None  # server key pair (`menet keys`): enables CURVE on tcp endpoints
-    curve_clients_dir: str | None = None  # allow-list: public keys (*.key) of the clients that may subscribe
-    curve_client_secret_file: str | None = None  # client key pair (menet subscribe, internal connects)
-    curve_server_public_file: str | None = None  # the server's public key (clients)
-    allow_insecure_remote: bool = False  # allow a non-loopback tcp bind without CURVE
-
-
-@dataclass
 class MENetConfig:
     name: str
     data: DataConfig
     model: ModelConfig
     train: TrainConfig = field(default_factory=TrainConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
-    stream: StreamConfig = field(default_factory=StreamConfig)
     source: str = "<memory>"  # where it was loaded from; not a YAML key
 
     # Derived values live here so no caller recomputes them differently.
@@ -200,9 +163,14 @@ class MENetConfig:
         return BACKBONES[self.model.backbone].out_channels * (2 if self.model.movement else 1)
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out.pop("source")
-        return out
+        """The network's config as plain data (what checkpoints and manifests store): the sections
+        of this class only, not those a program adds by extending it."""
+        return {f.name: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+                for f in dataclasses.fields(MENetConfig) if f.name != "source"
+                for v in [getattr(self, f.name)]}
+
+    def check_more(self, check: "typing.Callable[[bool, str, str], None]") -> None:
+        """Validation of the sections a subclass adds (``check(ok, dotted_key, message)``)."""
 
 
 # ---------------------------------------------------------------- loading
@@ -338,8 +306,11 @@ def _related(key: str, bad: set[str]) -> bool:
                for b in bad)
 
 
-def load_config(name: str | Path) -> MENetConfig:
-    """Load, merge ``extends`` chains, type-check and validate a config file."""
+def load_config(name: str | Path, schema: type[MENetConfig] = MENetConfig) -> MENetConfig:
+    """Load, merge ``extends`` chains, type-check and validate a config file.
+
+    ``schema``: MENetConfig, or a subclass adding sections (the online pipeline's settings,
+    ``stream.settings.StreamConfig``); the file is checked against all of its fields."""
     path = resolve_config_path(name)
     chain: list[tuple[Path, dict[str, Any], dict[str, int]]] = []
     seen: set[Path] = set()
@@ -363,20 +334,21 @@ def load_config(name: str | Path) -> MENetConfig:
     merged["name"] = top_data["name"] if "name" in top_data else top_path.stem
     where = _Where([(p, lines) for p, _, lines in chain])
     merged.pop("source", None)
-    return _finish(merged, str(top_path), where)
+    return _finish(merged, str(top_path), where, schema)
 
 
-def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> MENetConfig:
+def config_from_dict(data: dict[str, Any], source: str = "<dict>",
+                     schema: type[MENetConfig] = MENetConfig) -> MENetConfig:
     """Build a config from a plain dict (e.g. the one stored in a checkpoint)."""
     where = _Where([(Path(source), {})])
     data = {k: v for k, v in data.items() if k != "source"}
-    return _finish(data, source, where)
+    return _finish(data, source, where, schema)
 
 
-def _finish(data: dict[str, Any], source: str, where: _Where) -> MENetConfig:
+def _finish(data: dict[str, Any], source: str, where: _Where, schema: type[MENetConfig]) -> MENetConfig:
     """Build, derive and validate, then raise every problem found as one ConfigError."""
     problems = _Problems(where)
-    cfg = _build(MENetConfig, data, "", where, problems)
+    cfg = _build(schema, data, "", where, problems)
     if cfg is _BAD:
         # A required value is missing or unusable: there is nothing to validate.
         problems.raise_if_any()
@@ -408,8 +380,13 @@ def _build(tp: Any, value: Any, key: str, where: _Where, problems: _Problems) ->
         hints = typing.get_type_hints(tp)
         fields = {f.name: f for f in dataclasses.fields(tp) if f.name != "source"}
         complete = True
+        moved: dict[str, str] = getattr(tp, "MOVED_KEYS", {})
         for name in sorted(set(value) - set(fields)):
-            bad(f"unknown key (allowed here: {', '.join(sorted(fields))})", f"{key}.{name}" if key else name)
+            sub = f"{key}.{name}" if key else name
+            if name in moved:  # a key of an older layout: say where it lives now
+                bad(f"this key moved: it is {moved[name]} now", sub)
+            else:
+                bad(f"unknown key (allowed here: {', '.join(sorted(fields))})", sub)
         kwargs = {}
         for name, f in fields.items():
             sub = f"{key}.{name}" if key else name
@@ -475,9 +452,7 @@ def _derive(cfg: MENetConfig) -> None:
     if not m.level_lengths:
         m.level_lengths = [cfg.data.window // 2 ** i for i in range(m.levels)]
     if cfg.data.hop is None:
-        cfg.data.hop = max(1, int(round(cfg.data.window * (1.0 - cfg.data.window_overlap))))
-    if cfg.stream.hop is None:
-        cfg.stream.hop = cfg.data.window // 2
+        cfg.data.hop = max(1, cfg.data.window // 2)
 
 
 def _validate(cfg: MENetConfig, problems: _Problems) -> None:
@@ -487,13 +462,13 @@ def _validate(cfg: MENetConfig, problems: _Problems) -> None:
         if not ok and not _related(key, problems.bad):
             problems.add(key, message)
 
-    d, m, t, s = cfg.data, cfg.model, cfg.train, cfg.stream
+    d, m, t = cfg.data, cfg.model, cfg.train
     check(d.sigma >= 1, "data.sigma", f"must be >= 1, got {d.sigma}")
     check(d.clip_length >= 1, "data.clip_length", f"must be >= 1, got {d.clip_length}")
     check(len(d.crop) == 2 and min(d.crop) >= 16, "data.crop", f"must be [height, width] >= 16, got {d.crop}")
     check(d.resize_short >= min(d.crop), "data.resize_short",
           f"must be >= the crop's short side {min(d.crop)}, got {d.resize_short}")
-    check(0 <= d.window_overlap < 1, "data.window_overlap", f"must be in [0, 1), got {d.window_overlap}")
+    check(d.hop is not None and 1 <= d.hop <= d.window, "data.hop", f"must be in 1..data.window ({d.window}), got {d.hop}")
     check(d.num_classes >= 1, "data.num_classes", f"must be >= 1, got {d.num_classes}")
     if d.class_names is not None:
         check(len(d.class_names) == d.num_classes, "data.class_names",
@@ -543,38 +518,4 @@ def _validate(cfg: MENetConfig, problems: _Problems) -> None:
     check(0 < i.peak_ratio <= 1, "inference.peak_ratio", f"must be in (0, 1], got {i.peak_ratio}")
     check(i.max_detections >= 1, "inference.max_detections", f"must be >= 1, got {i.max_detections}")
     check(i.soft_nms.sigma > 0, "inference.soft_nms.sigma", f"must be > 0, got {i.soft_nms.sigma}")
-    check(1 <= s.hop <= d.window, "stream.hop", f"must be in 1..data.window ({d.window}), got {s.hop}")
-    check(s.max_batch >= 1, "stream.max_batch", f"must be >= 1, got {s.max_batch}")
-    check(s.max_wait_ms >= 0, "stream.max_wait_ms", f"must be >= 0, got {s.max_wait_ms}")
-    check(s.queue_size >= 1, "stream.queue_size", f"must be >= 1, got {s.queue_size}")
-    check(s.max_lag_s >= 0, "stream.max_lag_s", f"must be >= 0, got {s.max_lag_s}")
-    check(s.gap_fill is None or s.gap_fill >= 0, "stream.gap_fill", f"must be >= 0, got {s.gap_fill}")
-    check(s.metrics_port >= 0, "stream.metrics_port", f"must be >= 0, got {s.metrics_port}")
-    check(s.fps_fallback > 0, "stream.fps_fallback", f"must be > 0, got {s.fps_fallback}")
-    for key in ("open_timeout_s", "read_timeout_s", "stall_timeout_s", "reconnect_min_s", "restart_min_s",
-                "shutdown_timeout_s"):
-        check(getattr(s, key) > 0, f"stream.{key}", f"must be > 0, got {getattr(s, key)}")
-    check(s.reconnect_max_s >= s.reconnect_min_s, "stream.reconnect_max_s", "must be >= reconnect_min_s")
-    check(s.restart_max_s >= s.restart_min_s, "stream.restart_max_s", "must be >= restart_min_s")
-    check(s.capture_queue >= 1, "stream.capture_queue", f"must be >= 1, got {s.capture_queue}")
-    check(s.threads >= 0 and s.wait_subscribers >= 0, "stream.threads", "threads and wait_subscribers must be >= 0")
-    check(s.control_endpoint is None or s.control_endpoint.startswith(("ipc://", "tcp://")), "stream.control_endpoint",
-          f"must be an ipc:// or tcp:// endpoint (other processes connect to it), got {s.control_endpoint!r}")
-    for key in ("snippet_endpoint", "window_endpoint", "event_endpoint", "control_endpoint"):
-        ep = getattr(s, key)
-        check(ep is None or ep.startswith(("ipc://", "tcp://", "inproc://")), f"stream.{key}",
-              f"must be an ipc://, tcp:// or inproc:// endpoint, got {ep!r}")
-        if ep is not None and ep.startswith("tcp://"):
-            from urllib.parse import urlsplit
-            try:
-                port = urlsplit(ep).port
-            except ValueError:
-                port = None
-            check(port is not None and 0 < port < 65536 and bool(urlsplit(ep).hostname), f"stream.{key}",
-                  f"must be tcp://HOST:PORT with a port in 1..65535, got {ep!r}")
-    check(s.max_wait_ms < 60_000, "stream.max_wait_ms", f"must be < 60000, got {s.max_wait_ms}")
-    check(s.queue_size <= 1_000_000, "stream.queue_size", f"must be <= 1000000, got {s.queue_size}")
-    check(s.capture_queue <= 100_000, "stream.capture_queue", f"must be <= 100000, got {s.capture_queue}")
-    check(s.metrics_port <= 65535 - 3, "stream.metrics_port", f"must be a port number, got {s.metrics_port}")
-    check(s.curve_clients_dir is None or s.curve_server_secret_file is not None, "stream.curve_clients_dir",
-          "needs stream.curve_server_secret_file (the server's key pair)")
+    cfg.check_more(check)

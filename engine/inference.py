@@ -1,8 +1,8 @@
 """Offline detection on pre-extracted features (``menet infer``, validation mAP).
 
-The same decode -> window merge path as the online detector worker: windows of
-the shared layout, :func:`engine.postprocess.decode.decode_window` per window,
-:func:`engine.postprocess.windows.merge_video` per video.
+The online core's objects (:mod:`engine.online`) run here too: the windower lays the
+windows out, :func:`engine.postprocess.decode.decode_window` decodes each, the
+:class:`~engine.online.merger.StreamMerger` merges them, so offline equals online.
 """
 from __future__ import annotations
 
@@ -20,27 +20,25 @@ from .config import MENetConfig
 from .features import FeatureStore
 from .model.menet import TemporalDetector
 from .postprocess.decode import decode_window
-from .postprocess.windows import Detections, detections_to_results, merge_video, window_starts
+from .online import StreamMerger, Window, WindowLayout, video_windows
+from .postprocess.windows import Detections, detections_to_results
 
 ResultsDict = dict[str, list[dict[str, Any]]]
 
 
-def video_windows(cfg: MENetConfig, feats: np.ndarray, duration: float, fps: float
-                  ) -> tuple[list[tuple[int, int, torch.Tensor]], float]:
-    """(start, valid, [C, W] features) per window and seconds per snippet."""
+def inference_windows(cfg: MENetConfig, feats: np.ndarray, duration: float, fps: float
+                      ) -> tuple[list[Window], float]:
+    """The windows of one video and its seconds per snippet.
+
+    THUMOS mode: the online windower over the whole video
+    (:func:`engine.online.windower.video_windows`), so offline windows are the online
+    ones. ActivityNet mode: the video resized to one window of ``data.window`` snippets."""
     d = cfg.data
-    x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
     if d.mode == "activitynet":
+        x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
         resized = torch.nn.functional.interpolate(x.T[None], size=d.window, mode="linear", align_corners=False)[0]
-        return [(0, d.window, resized)], duration / d.window
-    out = []
-    for start in window_starts(x.shape[0], d.window, d.window_overlap):
-        w = x[start:start + d.window].T
-        valid = w.shape[1]
-        if valid < d.window:
-            w = torch.nn.functional.pad(w, (0, d.window - valid))
-        out.append((start, valid, w.contiguous()))
-    return out, d.sigma / fps
+        return [Window(0, d.window, True, duration, resized.numpy(), 0)], duration / d.window
+    return video_windows(feats, WindowLayout.of(cfg)), d.sigma / fps
 
 
 def load_detector(ckpt: Checkpoint, cfg: MENetConfig | None = None) -> TemporalDetector:
@@ -54,17 +52,20 @@ def load_detector(ckpt: Checkpoint, cfg: MENetConfig | None = None) -> TemporalD
 @torch.no_grad()
 def detect_video(model: TemporalDetector, cfg: MENetConfig, feats: np.ndarray, duration: float, fps: float,
                  batch_size: int = 8, top_labels: int | None = None, proposals_only: bool = False) -> Detections:
-    windows, sps = video_windows(cfg, feats, duration, fps)
-    per_window = []
+    """One video's detections: windows, MREM, SFPN + heads, decoding, then the same
+    :class:`~engine.online.merger.StreamMerger` (exact mode) the online detector runs."""
+    windows, sps = inference_windows(cfg, feats, duration, fps)
+    merger = StreamMerger(sps, cfg.inference, duration, proposals_only=proposals_only)
     for i in range(0, len(windows), batch_size):
         chunk = windows[i:i + batch_size]
-        relation = model.relation(torch.stack([w for _, _, w in chunk]))
+        relation = model.relation(torch.from_numpy(np.stack([w.features for w in chunk])))
         levels = model.from_relation(relation)
-        for b, (start, valid, _) in enumerate(chunk):
+        for b, win in enumerate(chunk):
             props = decode_window(levels, model.heads, cfg, batch_index=b, top_labels=top_labels,
-                                  valid_length=valid, labeller=model.labeller, relation=relation[b])
-            per_window.append((start, props))
-    return merge_video(per_window, sps, duration, cfg.inference, proposals_only=proposals_only)
+                                  valid_length=win.valid, labeller=model.labeller, relation=relation[b])
+            merger.push(win.start, props)
+    merger.flush()
+    return merger.result()
 
 
 def detect_videos(model: TemporalDetector, cfg: MENetConfig, store: FeatureStore, videos: Iterable[str],

@@ -1,6 +1,6 @@
 """Runtime control of a running ``menet run``: add, remove and list sources.
 
-The supervisor binds a ZeroMQ REP socket on ``stream.control_endpoint`` (default
+The supervisor binds a ZeroMQ REP socket on ``stream.transport.control_endpoint`` (default
 ``ipc://<the run's temp dir>/control``, a folder only the user can enter); ``menet
 sources`` and any ZeroMQ client send one request and read one reply, both msgpack
 maps (docs/protocol.md, "Control socket")::

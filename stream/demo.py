@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from engine.config import MENetConfig, load_config
+from stream.settings import StreamConfig, load_config
 
 from . import protocol as P
 from .sources import SyntheticSource
@@ -87,12 +87,12 @@ def run_demo(cfg_name: str = "stream", checkpoint: Path = BUNDLED_CHECKPOINT, se
     ``show_min_score``: events below it are not printed (a subscriber gets every
     proposal that survives Soft-NMS, most with tiny scores); all are scored.
     """
-    cfg: MENetConfig = load_config(cfg_name)
+    cfg: StreamConfig = load_config(cfg_name)
     if not Path(checkpoint).is_file():
         raise FileNotFoundError(f"{checkpoint}: checkpoint not found")
     uri = (f"synthetic://demo?seed={seed}&duration={seconds:g}&fps=25&classes={cfg.data.num_classes}"
            f"&rate=realtime")
-    spec = SyntheticSource(uri, cfg.stream).spec  # the ground truth of what the source will render
+    spec = SyntheticSource(uri, cfg.stream.sources).spec  # the ground truth of what the source will render
     report = DemoReport([(a.start_s, a.end_s, a.label) for a in spec.actions], show_min_score=show_min_score)
     endpoint = f"tcp://127.0.0.1:{_free_port()}"
     sub = Subscriber(endpoint)

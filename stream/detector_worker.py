@@ -1,26 +1,23 @@
 """Detector worker: SFPN + heads per window, decoding, merging, Soft-NMS, events.
 
 Per window message (MREM features of one window): SFPN and the heads' boundary
-predictors (:meth:`Stages.detect`), sparse proposal decoding
+predictors (:meth:`engine.runtime.split.DetectorStages.detect`), sparse proposal decoding
 (:func:`engine.postprocess.decode.decode_window`, with the window's valid
-length), then the stream's :class:`~engine.postprocess.windows.StreamMerger`
+length), then the stream's :class:`~engine.online.merger.StreamMerger`
 maps the proposals to stream seconds, merges them with the overlapping windows
 and runs Soft-NMS. Detections the merger reports final are published as
 ``event`` messages on a PUB socket, topic = stream id. Status, gap and
 end-of-stream messages are republished on the same socket.
 
-Merge mode (``stream.merge``): ``exact`` gives, after the final window, the
+Merge mode (``stream.detector.merge``): ``exact`` gives, after the final window, the
 same detections as offline :func:`engine.postprocess.windows.merge_video`, but
 an event may wait for an overlapping chain of proposals to end; ``lag``
-(``stream.max_lag_s``) bounds that wait at the cost of an approximation;
+(``stream.detector.max_lag_s``) bounds that wait at the cost of an approximation;
 ``auto`` = exact for files, lag for live sources.
 """
 from __future__ import annotations
 
-import collections
-import hashlib
 import logging
-import math
 import os
 import sys
 import threading
@@ -31,75 +28,32 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from engine.config import MENetConfig
 from engine.postprocess.decode import decode_window
-from engine.postprocess.windows import Detections, StreamMerger
+from engine.online import EventIdentity, StreamMerger
+from engine.postprocess.windows import Detections
+from engine.runtime.split import DetectorStages
 
 from . import protocol as P
 from .metrics import Metrics, Timer, receive_valid
+from .settings import StreamConfig, runtime_choice
 
 log = logging.getLogger(__name__)
-
-
-class RecentIds:
-    """The event ids of a stream that a new event could still collide with.
-
-    Two events get the same base id only when they have the same stream, label, start and
-    end (to 0.1 ms), i.e. the same segment published twice. Every event the merger can
-    still release ends at or after :meth:`StreamMerger.emit_floor
-    <engine.postprocess.windows.StreamMerger.emit_floor>`, so an id whose segment ended
-    before that floor can never be needed again: :meth:`forget_ending_before` drops it.
-    Keeping the last 65536 ids instead (count bound only) was bounded on paper but held
-    ~130 B per id, ~8 MB per stream, reached only after 65536 events per stream: the
-    30-minute soak (86k events per stream) saw the detector grow +1.07 MB/min from it.
-    Both bounds depend on the stream's content only, so a replayed file stream still gets
-    the same ids. ``capacity`` stays as a backstop (the last ``capacity`` ids at most).
-    """
-
-    def __init__(self, capacity: int = 65536) -> None:
-        self.capacity = capacity
-        self._order: collections.deque[tuple[str, float]] = collections.deque()  # (id, segment end)
-        self._set: set[str] = set()
-
-    def __contains__(self, eid: object) -> bool:
-        return eid in self._set
-
-    def __len__(self) -> int:
-        return len(self._set)
-
-    def add(self, eid: str, end: float = math.inf) -> None:
-        if eid in self._set:
-            return
-        self._set.add(eid)
-        self._order.append((eid, end))
-        if len(self._order) > self.capacity:
-            self._set.discard(self._order.popleft()[0])
-
-    def forget_ending_before(self, t: float) -> None:
-        """Drop the ids of segments that ended before ``t`` (seconds), oldest first.
-
-        Publication order is not end order: an id stays until every older one is dropped,
-        which happens once the floor passes it (released ends never exceed the merger's cut)."""
-        order = self._order
-        while order and order[0][1] < t:
-            self._set.discard(order.popleft()[0])
 
 
 @dataclass
 class _DStream:
     merger: StreamMerger
     last_start: int
-    ids: "RecentIds" = field(default_factory=lambda: RecentIds())
+    ids: EventIdentity
     last_header: dict[str, Any] = field(default_factory=dict)  # stamps for events released by a flush
     live: bool = True
     processed: int = 0  # windows pushed into the merger
-    instance: int = 0  # > 0: a source removed and added again at runtime (part of its event ids)
 
 
 class DetectorCore:
     """Socket-free detector logic; :attr:`outbox` holds ``(topic, header)`` to publish."""
 
-    def __init__(self, cfg: MENetConfig, stages: Any, class_names: list[str] | None = None,
+    def __init__(self, cfg: StreamConfig, stages: Any, class_names: list[str] | None = None,
                  metrics: Metrics | None = None, epoch: Callable[[], int] | None = None,
                  state_dir: str | None = None) -> None:
         self.cfg = cfg
@@ -117,10 +71,10 @@ class DetectorCore:
         self.nonfinite = nonfinite_counter(self.metrics)
 
     def _max_lag(self, live: bool) -> float | None:
-        mode = self.cfg.stream.merge
+        mode = self.cfg.stream.detector.merge
         if mode == "exact" or (mode == "auto" and not live):
             return None
-        return self.cfg.stream.max_lag_s
+        return self.cfg.stream.detector.max_lag_s
 
     def handle(self, msg: P.Message, t_in: float | None = None) -> None:
         t_in = time.time() if t_in is None else t_in
@@ -136,7 +90,7 @@ class DetectorCore:
             if st is not None:
                 self._publish(h["stream"], st, st.merger.flush(), None)
             self._republish(h)
-            self._mark_ended(h["stream"], st.instance if st is not None else self._instance(h["stream"]))
+            self._mark_ended(h["stream"], st.ids.instance if st is not None else self._instance(h["stream"]))
         elif t in (P.STATUS, P.GAP):
             self._republish(h)
         elif t == P.STOP:
@@ -206,7 +160,7 @@ class DetectorCore:
             st = self.streams[sid] = _DStream(
                 StreamMerger(h["sps"], self.cfg.inference, None, max_lag=self._max_lag(bool(h.get("live"))),
                              keep_history=False),
-                h["start"], live=live, instance=self._instance(sid))
+                h["start"], EventIdentity(sid, self._instance(sid)), live=live)
         st.last_start = h["start"]
         st.processed += 1
         st.last_header = h
@@ -221,7 +175,7 @@ class DetectorCore:
             log.warning("%s: window at %d rejected by the detector stage: %s", sid, h["start"], exc)
             return
         with Timer(m.stage_latency.labels("decode")):
-            labeller = getattr(self.stages, "labeller", None)  # test doubles of Stages have none
+            labeller = getattr(self.stages, "labeller", None)  # test doubles of the stages have none
             relation = None if labeller is None else torch.from_numpy(feat).to(levels[0].feature.device)
             props = decode_window(levels, self.stages.heads, self.cfg, batch_index=0, valid_length=h["valid"],
                                   labeller=labeller, relation=relation)
@@ -247,21 +201,15 @@ class DetectorCore:
             if not (np.isfinite(s) and np.isfinite(e) and np.isfinite(score) and e >= s):
                 self.nonfinite.labels("event").inc()
                 continue
-            key = f"{sid}|{lab}|{s:.4f}|{e:.4f}" + (f"|i{st.instance}" if st.instance else "")
-            eid = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
-            k = 2
-            while eid in st.ids:
-                eid = hashlib.blake2b(f"{key}|{k}".encode(), digest_size=8).hexdigest()
-                k += 1
-            st.ids.add(eid, e)
+            eid = st.ids.assign(lab, s, e)
             label = self.class_names[lab] if 0 <= lab < len(self.class_names) else str(lab)
             header = P.make_header(
                 P.EVENT, self.seq(), stream=sid, event_id=eid, label=label, class_id=lab, score=float(score),
                 start=s, end=e, start_wall=t_cap - (t_ref - s), end_wall=t_cap - (t_ref - e),
                 window=int(h.get("index", 0)), t_capture=t_cap, t_engine_in=h.get("t_engine_in", t_cap),
                 t_window=h.get("t_window", t_cap), t_published=now, latency_s=now - t_cap)
-            if st.instance:
-                header["instance"] = st.instance
+            if st.ids.instance:
+                header["instance"] = st.ids.instance
             self.outbox.append((sid, header))
             self.metrics.events.labels(sid).inc()
             self.metrics.end_to_end.observe(max(0.0, now - t_cap))
@@ -270,28 +218,27 @@ class DetectorCore:
         st.ids.forget_ending_before(st.merger.emit_floor() - 1e-3)
 
 
-def detector_main(cfg: MENetConfig, checkpoint: str | None, window_endpoint: str, event_endpoint: str,
+def detector_main(cfg: StreamConfig, checkpoint: str | None, window_endpoint: str, event_endpoint: str,
                   metrics_port: int = 0, log_level: int = logging.INFO, epoch: Any = None,
                   state_dir: str | None = None) -> None:
     """Process entry point (spawned by the supervisor)."""
     import zmq
 
-    from .engine_worker import Stages
     from .grabber import install_stop_signals, setup_logging
 
     setup_logging(log_level)
     stop = threading.Event()
     install_stop_signals(stop)
-    if cfg.stream.threads:
-        torch.set_num_threads(cfg.stream.threads)
+    if cfg.stream.runtime.threads:
+        torch.set_num_threads(cfg.stream.runtime.threads)
     metrics = Metrics("detector")
-    stages = Stages(cfg, checkpoint, cfg.stream.device, cfg.stream.engine_dir)
+    stages = DetectorStages(cfg, checkpoint, runtime_choice(cfg))
     core = DetectorCore(cfg, stages, stages.class_names, metrics,
                         epoch=(lambda: epoch.value) if epoch is not None else None, state_dir=state_dir)
     from .security import Transport
     ctx = zmq.Context()
-    transport = Transport(cfg.stream, ctx)
-    hwm = cfg.stream.queue_size
+    transport = Transport(cfg.stream.security, ctx)
+    hwm = cfg.stream.transport.queue_size
     pull = transport.socket(zmq.PULL, window_endpoint, bind=False, hwm=hwm)
     pub = ctx.socket(zmq.XPUB)
     pub.setsockopt(zmq.SNDHWM, max(hwm, 1000))
@@ -307,7 +254,7 @@ def detector_main(cfg: MENetConfig, checkpoint: str | None, window_endpoint: str
     poller = zmq.Poller()
     poller.register(pub, zmq.POLLIN)
     poller.register(pull, zmq.POLLIN)
-    want = cfg.stream.wait_subscribers
+    want = cfg.stream.detector.wait_subscribers
     stopping = False
     while not stop.is_set() and not stopping:
         events = dict(poller.poll(200))

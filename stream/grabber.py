@@ -30,7 +30,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from engine.config import MENetConfig
+from .settings import StreamConfig
 from engine.model.preprocess import Preprocess
 from engine.snippets import SnippetAssembler, SnippetClip, num_snippets
 
@@ -78,7 +78,7 @@ def sanitize_frame(image: Any) -> np.ndarray | None:
 
 
 class Grabber:
-    def __init__(self, cfg: MENetConfig, stream_id: str, source: Source, send: Send,
+    def __init__(self, cfg: StreamConfig, stream_id: str, source: Source, send: Send,
                  metrics: Metrics | None = None, epoch: int | None = None,
                  abort: Callable[[], bool] | None = None, instance: int = 0,
                  stop_reason: Callable[[], str] | None = None) -> None:
@@ -219,7 +219,7 @@ class Grabber:
                     continue
                 item.image = image
                 if not self.fps:
-                    self.fps = self.source.fps or self.cfg.stream.fps_fallback
+                    self.fps = self.source.fps or self.cfg.stream.sources.fps_fallback
                 self.last_capture = item.t_capture
                 self.meta[self.asm.frames_received] = (item.pts, item.t_capture)
                 self.frames += 1
@@ -241,7 +241,7 @@ class Grabber:
             if stop.is_set():
                 break
         if not self.fps:
-            self.fps = self.source.fps or self.cfg.stream.fps_fallback
+            self.fps = self.source.fps or self.cfg.stream.sources.fps_fallback
         self._finish_segment()
         self.live = False  # the end is never dropped: block (with the sender's timeout)
         self._flush_control(block=True)
@@ -363,7 +363,7 @@ def stream_ended(state_dir: str | None, stream_id: str, instance: int | None = N
         return False
 
 
-def grabber_main(cfg: MENetConfig, stream_id: str, uri: str, endpoint: str, metrics_port: int = 0,
+def grabber_main(cfg: StreamConfig, stream_id: str, uri: str, endpoint: str, metrics_port: int = 0,
                  log_level: int = logging.INFO, done: Any = None, release: Any = None, epoch: Any = None,
                  state_dir: str | None = None, removed: Any = None, instance: int = 0) -> None:
     """Process entry point (spawned by the supervisor).
@@ -391,13 +391,13 @@ def grabber_main(cfg: MENetConfig, stream_id: str, uri: str, endpoint: str, metr
     install_stop_signals(stop)
     metrics = Metrics(f"grabber:{stream_id}")
     try:
-        source = open_source(uri, cfg.stream)
+        source = open_source(uri, cfg.stream.sources)
     except SourceError as exc:
         log.error("%s: %s", stream_id, exc)
         sys.exit(EXIT_SOURCE_ERROR)
     ctx = zmq.Context()
-    transport = Transport(cfg.stream, ctx)
-    sock = transport.socket(zmq.PUSH, endpoint, bind=False, hwm=cfg.stream.queue_size, linger_ms=5000)
+    transport = Transport(cfg.stream.security, ctx)
+    sock = transport.socket(zmq.PUSH, endpoint, bind=False, hwm=cfg.stream.transport.queue_size, linger_ms=5000)
     replayable = not source.live and epoch is not None
     my_epoch = epoch.value if replayable else 0
 
@@ -425,7 +425,7 @@ def grabber_main(cfg: MENetConfig, stream_id: str, uri: str, endpoint: str, metr
             if done is not None:
                 done.set()
             # linger until released; a replay request while lingering sends the file again
-            deadline = time.monotonic() + cfg.stream.shutdown_timeout_s + 10 if release is None else None
+            deadline = time.monotonic() + cfg.stream.supervisor.shutdown_timeout_s + 10 if release is None else None
             while not (release is not None and release.is_set()) and not replay_due():
                 if deadline is not None and time.monotonic() > deadline:
                     break
@@ -442,7 +442,7 @@ def grabber_main(cfg: MENetConfig, stream_id: str, uri: str, endpoint: str, metr
             done.clear()
         log.warning("%s: replaying the file from snippet 0 (epoch %d)", stream_id, my_epoch)
         source.close()
-        source = open_source(uri, cfg.stream)
+        source = open_source(uri, cfg.stream.sources)
         grabber = Grabber(cfg, stream_id, source, sender, metrics, epoch=my_epoch, abort=replay_due, instance=instance,
                           stop_reason=stop_reason)
         grabber.seq = P.Sequencer()

@@ -4,7 +4,7 @@
 document (``{"role": ..., "status": "ok" | "degraded", ...}``, HTTP 200 when ok,
 503 otherwise). The server binds 127.0.0.1 only; port 0 disables it.
 
-Port layout for ``menet run`` with ``stream.metrics_port: P`` (0 = off):
+Port layout for ``menet run`` with ``stream.transport.metrics_port: P`` (0 = off):
 supervisor P, detector P+1, engine P+2, grabber i P+3+i.
 """
 from __future__ import annotations

@@ -2,16 +2,16 @@
 
 * Endpoints bind to loopback or ``ipc://`` unless configured otherwise; a ``tcp://``
   bind on another address is refused unless CURVE is configured
-  (``stream.curve_server_secret_file``) or ``stream.allow_insecure_remote: true``.
+  (``stream.security.curve_server_secret_file``) or ``stream.security.allow_insecure_remote: true``.
 * CURVE (ZeroMQ's elliptic-curve encryption + authentication) on every ``tcp://``
-  socket when ``stream.curve_server_secret_file`` is set: binding sockets are CURVE
+  socket when ``stream.security.curve_server_secret_file`` is set: binding sockets are CURVE
   servers with that key pair; a ZAP authenticator (one thread per process) accepts
-  only the client public keys found in ``stream.curve_clients_dir`` (``*.key`` files
+  only the client public keys found in ``stream.security.curve_clients_dir`` (``*.key`` files
   written by ``menet keys``) plus the server's own key (the pipeline's internal
   connections use it). An unknown key completes no handshake and receives nothing.
 * Connecting sockets (``menet subscribe``, internal connects over tcp) use
-  ``stream.curve_client_secret_file`` (default: the server key pair when the process
-  has it) and the server's public key (``stream.curve_server_public_file``, default:
+  ``stream.security.curve_client_secret_file`` (default: the server key pair when the process
+  has it) and the server's public key (``stream.security.curve_server_public_file``, default:
   read from the server key pair).
 
 Key files are ZeroMQ certificates (``zmq.auth.create_certificates``): ``NAME.key``
@@ -26,6 +26,8 @@ import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from .settings import SecuritySettings
 
 log = logging.getLogger(__name__)
 
@@ -104,19 +106,19 @@ def is_loopback(endpoint: str) -> bool:
         return False  # '*', an interface name or a host name: not provably loopback
 
 
-def check_bind(scfg: Any, endpoint: str) -> None:
+def check_bind(scfg: SecuritySettings, endpoint: str) -> None:
     """Refuse a non-loopback tcp bind without CURVE unless ``allow_insecure_remote``."""
     if is_loopback(endpoint) or scfg.curve_server_secret_file or scfg.allow_insecure_remote:
         return
     raise SecurityError(f"refusing to bind {endpoint} without CURVE: it is not a loopback address. Set "
-                        "stream.curve_server_secret_file (see `menet keys`, docs/security.md), or "
-                        "stream.allow_insecure_remote: true to accept unauthenticated clients")
+                        "stream.security.curve_server_secret_file (see `menet keys`, docs/security.md), or "
+                        "stream.security.allow_insecure_remote: true to accept unauthenticated clients")
 
 
 class Transport:
     """Socket factory for one process: applies the bind check and CURVE to tcp:// sockets."""
 
-    def __init__(self, scfg: Any, ctx: Any) -> None:
+    def __init__(self, scfg: SecuritySettings, ctx: Any) -> None:
         self.scfg = scfg
         self.ctx = ctx
         self.auth: Any = None
@@ -145,7 +147,7 @@ class Transport:
         folder = self.scfg.curve_clients_dir
         if folder:
             if not Path(folder).is_dir():
-                raise SecurityError(f"stream.curve_clients_dir {folder}: no such directory")
+                raise SecurityError(f"stream.security.curve_clients_dir {folder}: no such directory")
             certs.update(zmq.auth.load_certificates(folder))
         assert self.server is not None
         certs[self.server[0]] = True  # the pipeline's own processes
@@ -162,13 +164,13 @@ class Transport:
         elif self.server is not None:
             pub, sec = self.server
         else:
-            raise SecurityError("CURVE client needs stream.curve_client_secret_file")
+            raise SecurityError("CURVE client needs stream.security.curve_client_secret_file")
         if s.curve_server_public_file:
             server_pub = load_keypair(s.curve_server_public_file)[0]
         elif self.server is not None:
             server_pub = self.server[0]
         else:
-            raise SecurityError("CURVE client needs stream.curve_server_public_file (the server's NAME.key)")
+            raise SecurityError("CURVE client needs stream.security.curve_server_public_file (the server's NAME.key)")
         return pub, sec, server_pub
 
     def secure(self, sock: Any, endpoint: str, bind: bool) -> None:
@@ -179,7 +181,7 @@ class Transport:
             return
         if bind:
             if self.server is None:
-                raise SecurityError(f"{endpoint}: CURVE server needs stream.curve_server_secret_file")
+                raise SecurityError(f"{endpoint}: CURVE server needs stream.security.curve_server_secret_file")
             self._start_auth()
             sock.curve_secretkey = self.server[1]
             sock.curve_publickey = self.server[0]

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator
 import cv2
 import numpy as np
 
-from engine.config import StreamConfig
+from .settings import SourceSettings
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class FileSource(Source):
     file), :attr:`error` says so; the frames read until then are a normal, shorter stream.
     """
 
-    def __init__(self, uri: str, cfg: StreamConfig) -> None:
+    def __init__(self, uri: str, cfg: SourceSettings) -> None:
         super().__init__(uri)
         path = _file_path(uri)
         self.path = path
@@ -221,9 +221,9 @@ class FileSource(Source):
 class SyntheticSource(Source):
     """``engine.synthetic`` rendered on the fly; ``rate=realtime`` paces it (live), ``max`` does not."""
 
-    def __init__(self, uri: str, cfg: StreamConfig) -> None:
+    def __init__(self, uri: str, cfg: SourceSettings) -> None:
         super().__init__(uri)
-        from engine.synthetic import SyntheticVideo, class_names, random_spec
+        from synth import SyntheticVideo, class_names, random_spec
 
         q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(uri).query))
         try:
@@ -304,7 +304,7 @@ class LiveSource(Source):
 
     live = True
 
-    def __init__(self, uri: str, cfg: StreamConfig, opener: Callable[[], Any]) -> None:
+    def __init__(self, uri: str, cfg: SourceSettings, opener: Callable[[], Any]) -> None:
         super().__init__(uri)
         self.cfg = cfg
         self.opener = opener
@@ -410,7 +410,7 @@ class LiveSource(Source):
         self._stop.set()
 
 
-def _rtsp_opener(uri: str, cfg: StreamConfig) -> Callable[[], Any]:
+def _rtsp_opener(uri: str, cfg: SourceSettings) -> Callable[[], Any]:
     # FFmpeg reads its options from the environment at open time; TCP avoids UDP loss.
     os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
 
@@ -430,7 +430,7 @@ def _v4l2_opener(uri: str) -> Callable[[], Any]:
     return open_
 
 
-def open_source(uri: str, cfg: StreamConfig) -> Source:
+def open_source(uri: str, cfg: SourceSettings) -> Source:
     kind = source_kind(uri)
     if kind == "file":
         return FileSource(uri, cfg)
@@ -441,7 +441,7 @@ def open_source(uri: str, cfg: StreamConfig) -> Source:
     return LiveSource(uri, cfg, _v4l2_opener(uri))
 
 
-def probe_source(uri: str, cfg: StreamConfig) -> None:
+def probe_source(uri: str, cfg: SourceSettings) -> None:
     """Raise :class:`SourceError` when ``uri`` cannot be opened now (``menet run``'s start check)."""
     kind = source_kind(uri)
     if kind in ("file", "synthetic"):

@@ -11,7 +11,7 @@ source that cannot be opened is an error with a message and exit status 2, as
 is a checkpoint whose config differs from the run config.
 
 A worker that dies is restarted after a backoff that doubles from
-``stream.restart_min_s`` to ``stream.restart_max_s`` (reset once it has run that
+``stream.supervisor.restart_min_s`` to ``stream.supervisor.restart_max_s`` (reset once it has run that
 long). A file grabber is not restarted (it would resend the file): its stream is
 ended with an EOS sent on its behalf and the run exits 1.
 
@@ -19,10 +19,10 @@ Stop: when every grabber has finished (files) or on SIGINT/SIGTERM, grabbers get
 SIGTERM and flush (their last snippets and EOS), then the engine gets a ``stop``
 message: it drains its queue, flushes each stream's last partial window and
 passes ``stop`` to the detector, which flushes its mergers and publishes the last
-events. Anything still running after ``stream.shutdown_timeout_s`` is killed.
+events. Anything still running after ``stream.supervisor.shutdown_timeout_s`` is killed.
 
 Runtime sources (:mod:`stream.control`, ``menet sources``): a REP socket on
-``stream.control_endpoint`` takes ``add`` / ``remove`` / ``list`` requests between
+``stream.transport.control_endpoint`` takes ``add`` / ``remove`` / ``list`` requests between
 two supervision steps. ``add`` opens the source once (in a thread, so a slow RTSP
 open does not hold supervision up) and starts a grabber; ``remove`` stops the
 grabber like a stop does (last snippets, EOS), is answered once the detector has
@@ -43,7 +43,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from engine.config import MENetConfig
+from .settings import StreamConfig
 
 from . import protocol as P
 from .control import ControlError, encode, make_reply, parse_request
@@ -95,8 +95,8 @@ class Endpoints:
     control: str | None = None
 
 
-def resolve_endpoints(cfg: MENetConfig) -> Endpoints:
-    s = cfg.stream
+def resolve_endpoints(cfg: StreamConfig) -> Endpoints:
+    s = cfg.stream.transport
     tmpdir = None
     if s.snippet_endpoint is None or s.window_endpoint is None or s.control_endpoint is None:
         tmpdir = tempfile.mkdtemp(prefix="menet-run-")  # mode 0700: only this user reaches its ipc sockets
@@ -132,7 +132,7 @@ class _PendingRemove:
 
 
 class Supervisor:
-    def __init__(self, cfg: MENetConfig, sources: list[tuple[str, str]], checkpoint: str | None = None,
+    def __init__(self, cfg: StreamConfig, sources: list[tuple[str, str]], checkpoint: str | None = None,
                  log_level: int = logging.INFO) -> None:
         self.cfg = cfg
         self.sources = sources
@@ -173,31 +173,31 @@ class Supervisor:
             except CheckpointError as exc:
                 raise StartError(str(exc)) from exc
         from .security import SecurityError, Transport, check_bind
-        s = self.cfg.stream
+        s, sec = self.cfg.stream.transport, self.cfg.stream.security
         try:
             for ep in (s.event_endpoint, s.snippet_endpoint, s.window_endpoint, s.control_endpoint):
                 if ep:
-                    check_bind(s, ep)
-            if s.curve_server_secret_file:
-                Transport(s, None)  # the key pair loads
-            if s.curve_clients_dir and not os.path.isdir(s.curve_clients_dir):
-                raise SecurityError(f"stream.curve_clients_dir {s.curve_clients_dir}: no such directory")
+                    check_bind(sec, ep)
+            if sec.curve_server_secret_file:
+                Transport(sec, None)  # the key pair loads
+            if sec.curve_clients_dir and not os.path.isdir(sec.curve_clients_dir):
+                raise SecurityError(f"stream.security.curve_clients_dir {sec.curve_clients_dir}: no such directory")
         except SecurityError as exc:
             raise StartError(str(exc)) from exc
         from .control import ipc_in_use
         if s.control_endpoint and ipc_in_use(s.control_endpoint):
-            raise StartError(f"stream.control_endpoint {s.control_endpoint} is in use (another menet run?)")
+            raise StartError(f"stream.transport.control_endpoint {s.control_endpoint} is in use (another menet run?)")
         bad = []
         for sid, uri in self.sources:  # every source is tried, so one run reports all the bad ones
             try:
-                probe_source(uri, self.cfg.stream)
+                probe_source(uri, self.cfg.stream.sources)
             except SourceError as exc:
                 bad.append(f"source {sid!r} cannot be opened: {exc}")
         if bad:
             raise StartError("\n".join(bad))
 
     def _port(self, offset: int) -> int:
-        p = self.cfg.stream.metrics_port
+        p = self.cfg.stream.transport.metrics_port
         return p + offset if p else 0
 
     def _build_workers(self) -> None:
@@ -253,7 +253,7 @@ class Supervisor:
 
             from .security import Transport
             self._zctx = zmq.Context()
-            self._transport = Transport(self.cfg.stream, self._zctx)
+            self._transport = Transport(self.cfg.stream.security, self._zctx)
 
     def _send(self, header: dict[str, Any]) -> None:
         import zmq
@@ -261,7 +261,7 @@ class Supervisor:
             self._zmq()
             assert self.endpoints is not None
             self._push = self._transport.socket(zmq.PUSH, self.endpoints.snippets, bind=False,
-                                                hwm=self.cfg.stream.queue_size, linger_ms=2000)
+                                                hwm=self.cfg.stream.transport.queue_size, linger_ms=2000)
             self._push.setsockopt(zmq.SNDTIMEO, 2000)
         try:
             self._push.send_multipart(P.encode(header))
@@ -369,7 +369,7 @@ class Supervisor:
             if self._probe_pool is None:
                 self._probe_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="probe")
             log.info("control: adding source %s = %s", sid, safe_uri(uri))
-            self._pending = _PendingAdd(sid, uri, self._probe_pool.submit(probe_source, uri, self.cfg.stream), w)
+            self._pending = _PendingAdd(sid, uri, self._probe_pool.submit(probe_source, uri, self.cfg.stream.sources), w)
             return None
         # remove
         if w is None:
@@ -413,7 +413,7 @@ class Supervisor:
         assert isinstance(p, _PendingRemove)
         w = p.worker
         sid = w.stream
-        timeout = self.cfg.stream.shutdown_timeout_s
+        timeout = self.cfg.stream.supervisor.shutdown_timeout_s
         confirmed = self._ended(w)
         if not confirmed:
             alive = w.proc is not None and w.proc.is_alive()
@@ -539,7 +539,7 @@ class Supervisor:
 
     def _supervise(self) -> bool:
         failed = False
-        s = self.cfg.stream
+        s = self.cfg.stream.supervisor
         all_done_at: float | None = None
         while not self.stop_requested:
             now = time.monotonic()
@@ -613,7 +613,7 @@ class Supervisor:
 
         Each sender keeps its socket open until the next stage has finished (see
         :func:`stream.grabber.linger_until_released`), so nothing queued is lost."""
-        s = self.cfg.stream
+        s = self.cfg.stream.supervisor
         deadline = time.monotonic() + s.shutdown_timeout_s
         grabbers = [w for w in self.workers if w.role == "grabber"]
         for w in grabbers:
@@ -652,7 +652,7 @@ class Supervisor:
         log.info("stopped")
 
 
-def run_pipeline(cfg: MENetConfig, sources: list[tuple[str, str]], checkpoint: str | None = None,
+def run_pipeline(cfg: StreamConfig, sources: list[tuple[str, str]], checkpoint: str | None = None,
                  log_level: int = logging.INFO) -> int:
     if not checkpoint:
         log.warning("no --checkpoint: running a RANDOMLY initialised detector (seed %d); events are meaningless "

@@ -11,24 +11,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import torch
 
 from engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from engine.config import MENetConfig, load_config
+from engine.config import MENetConfig
 from engine.model.backbone import build_backbone
 from engine.model.menet import MENet, TemporalDetector
 from engine.model.mfe import MovementFeatureExtractor
-from engine.synthetic import random_spec, write_video
+from synth import random_spec, write_video
 from small_configs import small_config_text
 
 REPO = Path(__file__).resolve().parents[1]
 
+# the small network's data.hop is its default, window / 2 = 16; ``extra`` adds keys (or sections) under stream:
 STREAM_SECTION = """stream:
-  hop: 16
-  max_batch: 4
-  max_wait_ms: 5
-  queue_size: 16
+  engine:
+    max_batch: 4
+    max_wait_ms: 5
+  transport:
+    queue_size: 16
 """
 
 
@@ -105,11 +106,3 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
-
-@pytest.fixture(scope="session")
-def stream_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("stream")
-    cfg_path = write_config(root)
-    cfg = load_config(cfg_path)
-    ckpt = make_checkpoint(cfg, root / "ckpt.pt")
-    return {"root": root, "cfg_path": cfg_path, "cfg": cfg, "ckpt": ckpt}

@@ -3,15 +3,21 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
+import psutil
 import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from stream.bench import compare_reports, format_report, load_report, write_plots
-from stream.bench.pipeline import metric, parse_metrics, stream_counts
-from stream.bench.plots import nice_ticks
+from stream.bench.pipeline import ProcSampler, free_port, metric, parse_metrics, proc_usage, scrape, stream_counts
 from stream.cli import main
 from stream_support import write_config
 
@@ -20,7 +26,7 @@ from stream_support import write_config
 def cfg_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # the shrunk tiny network of the stream tests, with a short merge lag so that a run of a
     # few seconds publishes events while it is measured
-    return write_config(tmp_path_factory.mktemp("bench"), "  max_lag_s: 0.5\n")
+    return write_config(tmp_path_factory.mktemp("bench"), "  detector:\n    max_lag_s: 0.5\n")
 
 
 @pytest.fixture(scope="module")
@@ -103,17 +109,89 @@ def test_plots_are_written(model_report: Path, tmp_path: Path) -> None:
     assert "largest N sustained: 2" in format_report(rep)
 
 
+def test_plots_skipped_without_matplotlib(model_report: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    # matplotlib is optional (the bench extra): a None entry makes its import fail, as when absent
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "stream.bench.plots", None)
+    rep = load_report(model_report / "bench.json")
+    rep["pipeline"] = fake_pipeline()
+    with caplog.at_level(logging.WARNING):
+        assert write_plots(rep, tmp_path) == []
+    assert not list(tmp_path.glob("*.png"))
+    assert "plots skipped" in caplog.text and "pip install '.[bench]'" in caplog.text
+    # the report itself does not need matplotlib
+    assert "largest N sustained: 2" in format_report(rep)
+
+
 def test_helpers() -> None:
     text = ('# HELP menet_snippets_total x\nmenet_snippets_total{stream="a"} 3.0\nmenet_snippets_total{stream="b"} 4.0\n'
             'menet_stage_latency_seconds_sum{stage="mfe"} 0.5\n')
     s = parse_metrics(text)
     assert metric(s, "menet_snippets_total") == 7 and metric(s, "menet_snippets_total", stream="b") == 4
     assert metric(s, "menet_stage_latency_seconds_sum", stage="mfe") == 0.5 and metric(None, "x") == 0
+    with pytest.raises(ValueError):
+        parse_metrics('menet_snippets_total{stream="a" 3\n')
     assert stream_counts("auto", 8) is None and stream_counts("4,1,2", 8) == [1, 2, 4]
     with pytest.raises(ValueError):
         stream_counts("0", 8)
-    t = nice_ticks(0.0, 0.93)
-    assert t[0] == 0.0 and t[-1] >= 0.93 and len(t) <= 8
+
+
+def test_scrape_reads_a_workers_metrics_endpoint() -> None:
+    # the exposition the workers serve (prometheus_client): counters, labelled histograms
+    reg = CollectorRegistry()
+    Counter("menet_snippets", "snippets", ["stream"], registry=reg).labels("s0").inc(5)
+    h = Histogram("menet_stage_latency_seconds", "stage latency", ["stage"], registry=reg)
+    h.labels("mfe").observe(0.25)
+    h.labels("mfe").observe(0.5)
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=reg)
+    try:
+        s = scrape(port)
+    finally:
+        server.shutdown()
+        thread.join(5)
+    assert s is not None
+    assert metric(s, "menet_snippets_total", stream="s0") == 5
+    assert metric(s, "menet_stage_latency_seconds_count", stage="mfe") == 2
+    assert metric(s, "menet_stage_latency_seconds_sum", stage="mfe") == 0.75
+    assert scrape(port, timeout=0.5) is None  # nobody listening any more
+
+
+def test_proc_sampler_follows_the_process_tree() -> None:
+    # a parent that starts a busy child: both count, and the samples survive their exit
+    code = ("import subprocess, sys, time; "
+            "c = subprocess.Popen([sys.executable, '-c', 'import time; t = time.time()\\nwhile time.time() - t < 20: pass']); "
+            "print(c.pid, flush=True); time.sleep(20)")
+    root = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = None
+    try:
+        child = int(root.stdout.readline())
+        sampler = ProcSampler(root.pid)
+        sampler.measuring = True
+        sampler.mark("start")
+        time.sleep(0.5)
+        sampler.mark("end")
+        assert {root.pid, child} <= set(sampler.rss)
+        assert all(v > 1 << 20 for v in sampler.rss.values())  # a Python interpreter: MBs
+        assert sampler.peak_rss_total >= sum(sampler.rss.values())
+        # PSS splits shared pages: never above RSS (RSS stands in where PSS is unreadable)
+        assert sampler.peak_pss_total is not None and 0 < sampler.peak_pss_total <= sampler.peak_rss_total
+        (t0, c0), (t1, c1) = sampler.marks["start"], sampler.marks["end"]
+        assert c1[child] - c0[child] > 0.1 * (t1 - t0)  # the child spins: it used CPU between the marks
+    finally:
+        if child is not None:
+            os.kill(child, 9)  # orphaned, it would spin on
+        root.kill()
+        root.wait()
+        root.stdout.close()
+    sampler.sample()  # the root has exited: an empty sample, no error
+    assert sampler.rss == {}
+    # a process listed, then gone before it is read (exited and reaped): skipped, no error
+    short = subprocess.Popen([sys.executable, "-c", "pass"])
+    listed = psutil.Process(short.pid)
+    short.wait()
+    assert proc_usage(listed) is None and proc_usage(listed, pss=True) is None
 
 
 @pytest.mark.slow

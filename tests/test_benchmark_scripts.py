@@ -1,7 +1,10 @@
-"""Every benchmark script must at least parse its command line: ``--help`` exits 0.
+"""Every benchmark script must at least parse its command line (``--help`` exits 0), and every
+script with a ``--quick`` smoke mode must run it to the end.
 
-Benchmarks are run by hand, rarely; this keeps an import or argparse error from
-sitting unnoticed until someone needs the numbers.
+Benchmarks are run by hand, rarely; this keeps an import, argparse or API error (a renamed
+class, a moved module) from sitting unnoticed until someone needs the numbers. ``--help``
+alone does not catch the lazy imports inside a benchmark's functions; ``--quick`` runs the
+whole code path on small inputs.
 """
 from __future__ import annotations
 
@@ -14,19 +17,53 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((REPO_ROOT / "benchmarks").glob("*.py"))
+# peer_actionformer.py --quick creates a separate venv (pip installs torch and the peer) and
+# trains the peer: not a unit test. --help only.
+NO_QUICK = {"peer_actionformer.py"}
+# a script has a quick mode when it declares the flag; found from the source so that a new
+# quick mode is tested without editing this file
+QUICK = [s for s in SCRIPTS if '"--quick"' in s.read_text() and s.name not in NO_QUICK]
+# what a finished quick run prints (its result table), per script
+QUICK_OUTPUT = {
+    "bench_backends.py": ["| tiny | MFE (per snippet) | 2 |", "| tiny | SFPN + boundaries (per window) | 2 |"],
+    "bench_decode.py": ["tiny       max_pairs=2048", "tiny       max_pairs=None"],
+    "bench_soft_nms.py": ["gaussian    300", "bmn    600"],
+    "bench_transport.py": ["| ipc |", "| tcp |", "| MFE, batch 1 |", "| MREM | window |",
+                           "| decode (sparse anchors, random weights) |", "| merge + Soft-NMS"],
+}
+# quick runs over ~20 s on a CI CPU (none today: every quick mode takes under ~15 s on 2 cores)
+SLOW_QUICK: set[str] = set()
+
+
+def _run(script: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    return subprocess.run([sys.executable, str(script), *args], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _failure(script: Path, flag: str, proc: subprocess.CompletedProcess[str]) -> str:
+    return (f"{script.name} {flag} exited {proc.returncode}\n"
+            f"stdout:\n{proc.stdout[-2000:]}\nstderr:\n{proc.stderr[-4000:]}")
 
 
 def test_benchmark_scripts_found() -> None:
     assert SCRIPTS, "no benchmarks/*.py found"
+    # the discovery by source text must keep finding the quick modes that exist
+    assert set(QUICK_OUTPUT) <= {s.name for s in QUICK}, "a benchmark lost its --quick mode"
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[s.name for s in SCRIPTS])
 def test_benchmark_help(script: Path) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
-    proc = subprocess.run([sys.executable, str(script), "--help"], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, (
-        f"{script.name} --help exited {proc.returncode}\n"
-        f"stdout:\n{proc.stdout[-2000:]}\nstderr:\n{proc.stderr[-4000:]}"
-    )
+    proc = _run(script, "--help", timeout=60)
+    assert proc.returncode == 0, _failure(script, "--help", proc)
     assert "usage" in proc.stdout.lower(), f"{script.name} --help printed no usage:\n{proc.stdout[-2000:]}"
+
+
+@pytest.mark.parametrize("script", [pytest.param(s, id=s.name, marks=[pytest.mark.slow] if s.name in SLOW_QUICK
+                                                 else []) for s in QUICK])
+def test_benchmark_quick(script: Path) -> None:
+    proc = _run(script, "--quick", timeout=300)
+    assert proc.returncode == 0, _failure(script, "--quick", proc)
+    assert "Traceback" not in proc.stderr, _failure(script, "--quick", proc)
+    for text in QUICK_OUTPUT.get(script.name, []):
+        assert text in proc.stdout, f"{script.name} --quick did not print {text!r}:\n{proc.stdout[-3000:]}"

@@ -14,7 +14,7 @@ import torch
 
 from build_engine.build import build_engines
 from engine.checkpoint import Checkpoint, save_checkpoint
-from engine.config import load_config
+from stream.settings import load_config
 from engine.model.menet import MENet
 from engine.runtime import EngineError, open_backend
 from engine.runtime.manifest import check_onnx, config_hash, onnx_dir, read_manifest

@@ -1,11 +1,14 @@
 """Config loading and validation: errors name the file, the line and the key."""
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import pytest
 
-from engine.config import CONFIG_DIR, ConfigError, config_from_dict, load_config
+from engine.config import CONFIG_DIR, ConfigError, config_from_dict
+from stream.settings import load_config
 
 SHIPPED = ["thumos14", "anet13", "tiny", "stream"]
 
@@ -32,7 +35,7 @@ def test_paper_settings() -> None:
 def test_stream_extends_tiny() -> None:
     stream, tiny = load_config("stream"), load_config("tiny")
     assert stream.model == tiny.model and stream.data == tiny.data
-    assert stream.stream.hop == 64 and tiny.stream.hop == tiny.data.window // 2
+    assert stream.data.hop == 64 and tiny.data.hop == tiny.data.window // 2
 
 
 def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
@@ -136,21 +139,22 @@ def test_round_trip_through_dict() -> None:
 
 @pytest.mark.parametrize("parent", ["stream", "stream.yaml"])
 def test_extends_shipped_name_from_any_folder(tmp_path: Path, parent: str) -> None:
-    path = write(tmp_path, f"extends: {parent}\nstream:\n  hop: 32\n", "cams.yaml")
+    path = write(tmp_path, f"extends: {parent}\ndata:\n  hop: 32\n", "cams.yaml")
     cfg, shipped = load_config(path), load_config("stream")
-    assert (cfg.stream.hop, cfg.stream.max_batch, cfg.data) == (32, shipped.stream.max_batch, shipped.data)
+    assert (cfg.data.hop, cfg.stream.engine.max_batch) == (32, shipped.stream.engine.max_batch)
+    assert cfg.data == dataclasses.replace(shipped.data, hop=32)
     assert cfg.source == str(path)
 
 
 def test_relative_extends_wins_over_shipped_name(tmp_path: Path) -> None:
     # The user's own stream.yaml: `extends: tiny` finds no sibling, so it is the shipped tiny;
     # `extends: stream.yaml` in it cannot mean itself, so it is the shipped stream.
-    write(tmp_path, "extends: stream.yaml\nname: mystream\nstream:\n  max_batch: 3\n", "stream.yaml")
+    write(tmp_path, "extends: stream.yaml\nname: mystream\nstream:\n  engine:\n    max_batch: 3\n", "stream.yaml")
     write(tmp_path, "extends: stream.yaml\n", "cams.yaml")
     cfg = load_config(tmp_path / "cams.yaml")
-    assert (cfg.name, cfg.stream.max_batch, cfg.stream.hop) == ("cams", 3, 64)
-    write(tmp_path, "extends: tiny\nname: mystream\nstream:\n  max_batch: 3\n", "stream.yaml")
-    assert load_config(tmp_path / "cams.yaml").stream.hop == load_config("tiny").stream.hop
+    assert (cfg.name, cfg.stream.engine.max_batch, cfg.data.hop) == ("cams", 3, 64)
+    write(tmp_path, "extends: tiny\nname: mystream\nstream:\n  engine:\n    max_batch: 3\n", "stream.yaml")
+    assert load_config(tmp_path / "cams.yaml").data.hop == load_config("tiny").data.hop
 
 
 def test_extends_not_found_names_file_line_and_both_places(tmp_path: Path) -> None:
@@ -178,14 +182,15 @@ def test_every_problem_in_one_error_sorted_by_line(tmp_path: Path) -> None:
                            "model:\n"
                            "  chanels: 64\n"         # 5: unknown key
                            "stream:\n"
-                           "  max_batch: lots\n")    # 7: wrong type
+                           "  engine:\n"
+                           "    max_batch: lots\n")  # 8: wrong type
     with pytest.raises(ConfigError) as info:
         load_config(path)
     lines = str(info.value).split("\n")
     assert len(lines) == 3 and info.value.problems == lines
     assert lines[0] == f"{path}:3: data.sigma: must be >= 1, got 0"
     assert lines[1].startswith(f"{path}:5: model.chanels: unknown key (allowed here: backbone, ")
-    assert lines[2] == f"{path}:7: stream.max_batch: expected an integer, got 'lots'"
+    assert lines[2] == f"{path}:8: stream.engine.max_batch: expected an integer, got 'lots'"
     assert isinstance(info.value, ValueError)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from engine.config import load_config
+from stream.settings import load_config
 from engine.model.head import DetectorHead
 from engine.model.menet import LevelOutput, TemporalDetector
 from engine.postprocess.decode import (Proposals, candidate_boundaries, candidate_pairs, decode_level,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.checkpoint import load_checkpoint
-from engine.config import load_config
+from stream.settings import load_config
 from stream.demo import BUNDLED_CHECKPOINT, DemoReport, score
 
 

@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import load_config
+from stream.settings import load_config
 from stream import protocol as P
-from stream.detector_worker import DetectorCore, RecentIds
-from stream.engine_worker import Stages
+from engine.online import RecentIds
+from stream.detector_worker import DetectorCore
+from engine.runtime.split import DetectorStages
 from stream_support import write_config
 
-LAG = "  merge: lag\n  max_lag_s: 5.0\n"  # as benchmarks/soak.py
+LAG = "  detector:\n    merge: lag\n    max_lag_s: 5.0\n"  # as benchmarks/soak.py
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def detector_parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[A
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    stages = Stages(cfg, None)  # random weights: plenty of proposals
+    stages = DetectorStages(cfg, None)  # random weights: plenty of proposals
     yield cfg, stages
     torch.set_num_threads(n)
 
@@ -37,7 +38,7 @@ def detector_parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[A
 def window(cfg: Any, seq: P.Sequencer, sid: str, k: int, feat: np.ndarray, *, start: int | None = None,
            live: bool = False, final: bool = False) -> P.Message:
     """A window message as the engine sends it (through the wire encoding)."""
-    hop, sps = cfg.stream.hop, cfg.data.sigma / 10.0
+    hop, sps = cfg.data.hop, cfg.data.sigma / 10.0
     start = k * hop if start is None else start
     h = P.make_header(P.WINDOW, seq(), stream=sid, index=k, start=start, valid=feat.shape[1], sps=sps,
                       final=final, duration=None if live else 1e6, live=live, shape=list(feat.shape),

@@ -27,8 +27,7 @@ import zmq
 from stream import protocol as P
 from stream.subscriber import Subscriber
 from hardening_results import record
-from stream_support import (assert_same_detections, make_video, offline_detections, stream_setup,  # noqa: F401
-                            top_events)
+from stream_support import assert_same_detections, make_video, offline_detections, top_events
 from test_stream_e2e import Run
 
 pytestmark = pytest.mark.slow
@@ -67,7 +66,7 @@ READY = {"engine": "engine: snippets on", "detector": "detector: windows from"}
 
 
 @pytest.mark.parametrize("worker", ["engine", "detector"])
-def test_worker_sigkill_mid_file_loses_and_duplicates_nothing(stream_setup, tmp_path: Path, worker: str) -> None:  # noqa: F811
+def test_worker_sigkill_mid_file_loses_and_duplicates_nothing(stream_setup, tmp_path: Path, worker: str) -> None:
     cfg = stream_setup["cfg"]
     video = make_video(tmp_path / "long.mp4", seed=31, seconds=300.0)
     offline = offline_detections(cfg, stream_setup["ckpt"], video)
@@ -99,8 +98,9 @@ def test_worker_sigkill_mid_file_loses_and_duplicates_nothing(stream_setup, tmp_
 
 LAG_FILE = """extends: {base}
 stream:
-  merge: lag
-  max_lag_s: 2.0
+  detector:
+    merge: lag
+    max_lag_s: 2.0
 """
 
 
@@ -146,7 +146,7 @@ def _lag_capture(setup: dict, tmp: Path, video: Path, kill: str | None = None) -
 
 
 @pytest.fixture(scope="module")
-def lag_reference(stream_setup, tmp_path_factory) -> dict:  # noqa: F811
+def lag_reference(stream_setup, tmp_path_factory) -> dict:
     """The undisturbed run with the same settings (lag merge differs from the offline result)."""
     root = tmp_path_factory.mktemp("lagref")
     cfg_path = root / "lag.yaml"
@@ -230,7 +230,7 @@ def test_worker_sigkill_after_events_published_dedup_restores_exactly_once(
                  f"{seconds:.0f} s")
 
 
-def test_subscriber_that_stops_reading_does_not_stall_the_pipeline(stream_setup, tmp_path: Path) -> None:  # noqa: F811
+def test_subscriber_that_stops_reading_does_not_stall_the_pipeline(stream_setup, tmp_path: Path) -> None:
     src = "syn=synthetic://syn?seed=7&duration=300&fps=10&width=48&height=48&rate=max"
     run = Run(stream_setup, tmp_path, [src], checkpoint=False)
     ctx = zmq.Context()
@@ -278,14 +278,17 @@ def _rtsp_or_skip():
 
 RTSP_FAST = """extends: {base}
 stream:
-  merge: lag
-  max_lag_s: 2.0
-  open_timeout_s: 2.0
-  read_timeout_s: 1.5
-  stall_timeout_s: 1.5
-  reconnect_min_s: 0.2
-  reconnect_max_s: 1.0
-  shutdown_timeout_s: 20.0
+  detector:
+    merge: lag
+    max_lag_s: 2.0
+  sources:
+    open_timeout_s: 2.0
+    read_timeout_s: 1.5
+    stall_timeout_s: 1.5
+    reconnect_min_s: 0.2
+    reconnect_max_s: 1.0
+  supervisor:
+    shutdown_timeout_s: 20.0
 """
 
 
@@ -297,7 +300,7 @@ def _live_after(run: Run, t: float, sid: str = "cam") -> float | None:
 
 
 @pytest.mark.parametrize("fault", ["sigstop", "kill-restart"])
-def test_rtsp_outage_recovery_while_another_stream_runs(stream_setup, tmp_path: Path, fault: str) -> None:  # noqa: F811
+def test_rtsp_outage_recovery_while_another_stream_runs(stream_setup, tmp_path: Path, fault: str) -> None:
     """The RTSP source disappears (server hung by SIGSTOP, or killed) and comes back on the same port;
     a synthetic live stream keeps running meanwhile. Recovery = server back -> the grabber live again."""
     _rtsp_or_skip()
@@ -367,9 +370,11 @@ LIVE_RT = "synthetic://{sid}?seed={seed}&duration=600&fps=25&width=48&height=48&
 
 QUEUE_64 = """extends: {base}
 stream:
-  queue_size: 64
-  merge: lag
-  max_lag_s: 2.0
+  transport:
+    queue_size: 64
+  detector:
+    merge: lag
+    max_lag_s: 2.0
 """
 
 
@@ -377,7 +382,7 @@ def _dropped_gaps(messages, sid: str) -> int:
     return sum(h["count"] for h in messages if h["type"] == P.GAP and h["stream"] == sid and h["reason"] == "dropped")
 
 
-def test_source_removed_and_readded_while_others_run(stream_setup, tmp_path: Path) -> None:  # noqa: F811
+def test_source_removed_and_readded_while_others_run(stream_setup, tmp_path: Path) -> None:
     """Three live sources; `b` is removed over the control socket mid-run (its grabber stops, its last window
     and end of stream are published, it is not restarted), bad control requests are refused, `b` is added
     again (a new instance: events flow again with new ids). `a` and `c` run on meanwhile: events keep
@@ -475,7 +480,7 @@ def test_source_removed_and_readded_while_others_run(stream_setup, tmp_path: Pat
                                   "18 more malformed requests in tests/test_stream_control.py")
 
 
-def test_file_source_removed_mid_stream_and_readded(stream_setup, tmp_path: Path) -> None:  # noqa: F811
+def test_file_source_removed_mid_stream_and_readded(stream_setup, tmp_path: Path) -> None:
     """A file removed while it streams ends there (EOS reason removed, the snippets sent so far flushed); added
     again with the same id it is a new instance that streams the whole file: its events are the offline ones
     (new ids). A live source runs beside it."""

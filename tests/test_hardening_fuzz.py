@@ -3,13 +3,14 @@ workers' receive path, NaN/inf features, frames of unexpected size/channels, inv
 
 Every malformed message must raise ProtocolError (never another exception) and, on a worker's
 socket, be counted in ``menet_malformed_messages_total``. Deterministic (hypothesis derandomize).
+What the rows for docs/reliability.md report is measured by the test that records them.
 """
 from __future__ import annotations
 
-import collections
 import math
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import msgpack
 import numpy as np
@@ -18,8 +19,10 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.config import ConfigError, load_config
+from engine.config import ConfigError
+from stream.settings import load_config
 from stream import protocol as P
+from stream.cli import main as menet
 from stream.detector_worker import DetectorCore
 from stream.engine_worker import EngineCore
 from stream.grabber import Grabber, sanitize_frame
@@ -28,19 +31,41 @@ from stream.sources import FrameItem, Source, StatusItem
 from hardening_results import record
 from stream_support import write_config
 
+if TYPE_CHECKING:
+    from conftest import FuzzRuns, FuzzTally
+
+
 def FUZZ(n: int) -> settings:
     return settings(max_examples=n, derandomize=True, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-COUNTS: collections.Counter = collections.Counter()  # strategy -> examples tried
-REJECTED: collections.Counter = collections.Counter()
 
 
-def _decode(name: str, frames, with_topic: bool = False) -> None:
-    COUNTS[name] += 1
+def _short(frames) -> str:
+    return repr([bytes(f)[:40] for f in frames])[:300]
+
+
+def _decode(t: FuzzTally, frames, with_topic: bool = False, *, must_refuse: bool = False,
+            read_payload: bool = False, valid: Callable[[], bool] = lambda: True) -> None:
+    """Decode one fuzzed message as a receiver does and count the outcome in ``t``.
+
+    ProtocolError is the refusal receivers count and survive; any other exception is a crash and is
+    caught here so the tally, not an assumption, says whether one happened. An accepted message that
+    ``must_refuse`` or is not ``valid()`` is counted as wrongly accepted.
+    """
+    t.tried += 1
     try:
-        P.decode(frames, with_topic=with_topic)
+        msg = P.decode(frames, with_topic=with_topic)
+        if read_payload:
+            msg.array()  # receivers read the payload next: its declared size must have been checked
     except P.ProtocolError:
-        REJECTED[name] += 1
+        t.rejected += 1
+        return
+    except Exception as exc:  # every other exception is the crash being measured
+        t.crashes.append(f"{_short(frames)} -> {exc!r}")
+        return
+    t.accepted += 1
+    if must_refuse or not valid():
+        t.wrongly_accepted.append(_short(frames))
 
 
 def _snippet_header(**over):
@@ -88,98 +113,122 @@ weird = st.recursive(
     max_leaves=12)
 
 
+# Each strategy is a hypothesis run over its inputs, called with the tally to fill (hypothesis
+# passes the drawn values to the rightmost parameters).
 @FUZZ(2500)
 @given(st.lists(st.binary(max_size=300), min_size=0, max_size=5), st.booleans())
-def test_fuzz_random_bytes(frames, with_topic) -> None:
-    _decode("random bytes", frames, with_topic)
+def _fuzz_random_bytes(t: FuzzTally, frames, with_topic) -> None:
+    _decode(t, frames, with_topic)
 
 
 @FUZZ(2500)
 @given(st.sampled_from(ALL_TYPES), st.data(), weird)
-def test_fuzz_wrong_types(type_, data, value) -> None:
+def _fuzz_wrong_types(t: FuzzTally, type_, data, value) -> None:
     h, bufs, topic = valid_message(type_)
     names = [n for n, *_ in P._COMMON + P.SCHEMA[type_]] + ["type", "v", "shape", "dtype"]
     h[data.draw(st.sampled_from(names))] = value
-    _decode("wrong field types", P.encode(h, bufs, topic=topic), with_topic=topic is not None)
+    _decode(t, P.encode(h, bufs, topic=topic), with_topic=topic is not None)  # valid by chance: may decode
 
 
 @FUZZ(2000)
 @given(st.sampled_from(ALL_TYPES), st.floats(0, 1, exclude_max=True), st.booleans())
-def test_fuzz_truncated(type_, cut, truncate_payload) -> None:
+def _fuzz_truncated(t: FuzzTally, type_, cut, truncate_payload) -> None:
     h, bufs, topic = valid_message(type_)
     frames = [bytes(f) if not isinstance(f, bytes) else f for f in P.encode(h, bufs, topic=topic)]
     k = (1 if topic else 0) + (1 if truncate_payload and bufs else 0)
     frames[k] = frames[k][:int(len(frames[k]) * cut)]
-    COUNTS["truncated"] += 1
-    with pytest.raises(P.ProtocolError):
-        P.decode(frames, with_topic=topic is not None)
-    REJECTED["truncated"] += 1
+    _decode(t, frames, with_topic=topic is not None, must_refuse=True)
 
 
 @FUZZ(1500)
 @given(st.sampled_from(ALL_TYPES), st.one_of(st.integers(-2**63, 2**64 - 1), st.text(max_size=5), st.none(),
                                            st.floats()).filter(lambda v: v != P.PROTOCOL_VERSION))
-def test_fuzz_wrong_version(type_, version) -> None:
+def _fuzz_wrong_version(t: FuzzTally, type_, version) -> None:
     h, bufs, topic = valid_message(type_)
     h["v"] = version
-    COUNTS["wrong version"] += 1
-    with pytest.raises(P.ProtocolError):
-        P.decode(P.encode(h, bufs, topic=topic), with_topic=topic is not None)
-    REJECTED["wrong version"] += 1
+    _decode(t, P.encode(h, bufs, topic=topic), with_topic=topic is not None, must_refuse=True)
 
 
 @FUZZ(1500)
 @given(st.sampled_from([P.SNIPPET, P.WINDOW]),
        st.lists(st.integers(1, 2**64 - 1), min_size=1, max_size=8), st.integers(0, 4096))
-def test_fuzz_huge_and_wrong_sizes(type_, shape, nbytes) -> None:
+def _fuzz_huge_and_wrong_sizes(t: FuzzTally, type_, shape, nbytes) -> None:
     """Declared shapes up to 2^64 per dimension with payloads of another size: rejected before any
-    allocation (the decoder never trusts a declared size)."""
+    allocation (the decoder never trusts a declared size); only an exact size match may decode."""
     h, _, _ = valid_message(type_)
     if type_ == P.SNIPPET:
         shape = shape[:-1] + [3] if len(shape) > 1 else shape
     h["shape"] = shape
     if type_ == P.WINDOW:
         h["valid"] = 1
-    COUNTS["huge / wrong sizes"] += 1
-    try:
-        msg = P.decode([msgpack.packb(h), b"\0" * nbytes])
-        assert math.prod(shape) * (4 if type_ == P.WINDOW else 1) == nbytes  # only an exact match passes
-        msg.array()
-    except P.ProtocolError:
-        REJECTED["huge / wrong sizes"] += 1
+    _decode(t, [msgpack.packb(h), b"\0" * nbytes], read_payload=True,
+            valid=lambda: math.prod(shape) * (4 if type_ == P.WINDOW else 1) == nbytes)
 
 
 @FUZZ(1000)
 @given(st.sampled_from(ALL_TYPES), st.integers(0, 4), st.binary(max_size=64))
-def test_fuzz_wrong_buffer_count_and_topic(type_, extra, junk) -> None:
+def _fuzz_wrong_buffer_count_and_topic(t: FuzzTally, type_, extra, junk) -> None:
     h, bufs, topic = valid_message(type_)
     if extra == 0:  # no payload where one is needed, or one where none is allowed
         frames = P.encode(h, [] if bufs else [junk])
     else:
         frames = P.encode(h, list(bufs) + [junk] * extra)
-    COUNTS["wrong buffer count / topic"] += 1
-    with pytest.raises(P.ProtocolError):
-        P.decode(frames)
-        raise AssertionError("accepted")  # pragma: no cover
-    REJECTED["wrong buffer count / topic"] += 1
+    _decode(t, frames, must_refuse=True)
     if topic:
-        COUNTS["wrong buffer count / topic"] += 1
-        with pytest.raises(P.ProtocolError):
-            P.decode(P.encode(h, topic="other" + junk.hex()[:4]), with_topic=True)
-        REJECTED["wrong buffer count / topic"] += 1
+        _decode(t, P.encode(h, topic="other" + junk.hex()[:4]), with_topic=True, must_refuse=True)
 
 
-def test_fuzz_total_and_record() -> None:
-    """Runs after the strategies above (file order): at least 10k malformed messages, none crashed."""
-    total = sum(COUNTS.values())
-    if total < 10_000:
-        pytest.skip(f"run the whole file for the fuzz total (only {total} examples ran)")
-    for name, n in sorted(COUNTS.items()):
-        record("input", f"protocol fuzz: {name}", tried=n, counted=REJECTED[name], crashed=False,
-               outcome="ProtocolError (valid-by-chance messages decoded)" if REJECTED[name] < n
-               else "ProtocolError")
-    record("input", "protocol fuzz: total", tried=total, counted=sum(REJECTED.values()), crashed=False,
-           outcome="no exception other than ProtocolError")
+STRATEGIES: dict[str, Callable[[FuzzTally], None]] = {
+    "random bytes": _fuzz_random_bytes,
+    "wrong field types": _fuzz_wrong_types,
+    "truncated": _fuzz_truncated,
+    "wrong version": _fuzz_wrong_version,
+    "huge / wrong sizes": _fuzz_huge_and_wrong_sizes,
+    "wrong buffer count / topic": _fuzz_wrong_buffer_count_and_topic,
+}
+
+
+def _fuzzed(fuzz_runs: FuzzRuns, name: str) -> FuzzTally:
+    """The strategy's tally, run now unless another test of this session already ran it."""
+    return fuzz_runs.tally(name, STRATEGIES[name])
+
+
+def _outcome(t: FuzzTally) -> str:
+    if t.crashes:
+        return f"{len(t.crashes)} other exception(s), e.g. {t.crashes[0]}"
+    if t.wrongly_accepted:
+        return f"{len(t.wrongly_accepted)} malformed message(s) decoded, e.g. {t.wrongly_accepted[0]}"
+    return "ProtocolError (valid-by-chance messages decoded)" if t.accepted else "ProtocolError"
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_fuzz_strategy_raises_only_protocol_error(fuzz_runs: FuzzRuns, name: str) -> None:
+    t = _fuzzed(fuzz_runs, name)
+    assert t.tried > 0 and t.tried == t.rejected + t.accepted + len(t.crashes)
+    assert not t.crashes, f"{len(t.crashes)} inputs raised something other than ProtocolError: {t.crashes[:3]}"
+    assert not t.wrongly_accepted, f"{len(t.wrongly_accepted)} malformed inputs decoded: {t.wrongly_accepted[:3]}"
+
+
+def test_fuzz_total_and_record(fuzz_runs: FuzzRuns) -> None:
+    """At least 10k malformed messages over all strategies and none crashed the decoder, as measured
+    (strategies no other test ran yet run here, so the order of the tests does not matter).
+
+    The rows are recorded before the checks so that a failing run reports its crash, not a stale pass.
+    """
+    tallies = {name: _fuzzed(fuzz_runs, name) for name in STRATEGIES}
+    for name, t in tallies.items():
+        record("input", f"protocol fuzz: {name}", tried=t.tried, counted=t.rejected, crashed=t.crashed,
+               outcome=_outcome(t))
+    total = sum(t.tried for t in tallies.values())
+    crashes = [c for t in tallies.values() for c in t.crashes]
+    wrong = [w for t in tallies.values() for w in t.wrongly_accepted]
+    record("input", "protocol fuzz: total", tried=total, counted=sum(t.rejected for t in tallies.values()),
+           crashed=bool(crashes),
+           outcome="no exception other than ProtocolError" if not crashes
+           else f"{len(crashes)} other exception(s), e.g. {crashes[0]}")
+    assert total >= 10_000
+    assert not crashes, f"{len(crashes)} inputs raised something other than ProtocolError: {crashes[:3]}"
+    assert not wrong, f"{len(wrong)} malformed inputs decoded: {wrong[:3]}"
 
 
 # ---------------------------------------------------------------- worker receive paths
@@ -336,8 +385,6 @@ def test_nonfinite_windows_are_dropped_not_published(tmp_path: Path) -> None:
     n_bad = eng.nonfinite.labels("mrem")._value.get()
     assert n_bad >= 2
     # the detector refuses a NaN window too (defence in depth): no events
-    import torch  # noqa: F401 - DetectorCore's stages are never reached
-
     class Boom:
         class_names = ["a"]
 
@@ -401,34 +448,68 @@ def test_frames_of_unexpected_size_and_channels(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- invalid configs
 
 
+# (section path, the bad line, the key the error must name); each goes in a config extending a good one
 BAD_STREAM_CONFIGS = [
-    ("hop: 0", "stream.hop"),
-    ("hop: 1000", "stream.hop"),
-    ("queue_size: 0", "stream.queue_size"),
-    ("max_batch: -1", "stream.max_batch"),
-    ("event_endpoint: http://127.0.0.1:5560", "stream.event_endpoint"),
-    ("event_endpoint: tcp://127.0.0.1", "stream.event_endpoint"),
-    ("event_endpoint: tcp://127.0.0.1:99999", "stream.event_endpoint"),
-    ("snippet_endpoint: 5", "stream.snippet_endpoint"),
-    ("merge: sometimes", "stream.merge"),
-    ("pad_batches: maybe", "stream.pad_batches"),
-    ("reconnect_min_s: 0", "stream.reconnect_min_s"),
-    ("reconnect_max_s: 0.1", "stream.reconnect_max_s"),
-    ("curve_clients_dir: /tmp", "stream.curve_clients_dir"),
-    ("allow_insecure_remote: 3", "stream.allow_insecure_remote"),
-    ("no_such_key: 1", "no_such_key"),
-    ("metrics_port: 70000", "stream.metrics_port"),
+    ("data", "hop: 0", "data.hop"),
+    ("data", "hop: 1000", "data.hop"),
+    ("stream.transport", "queue_size: 0", "stream.transport.queue_size"),
+    ("stream.engine", "max_batch: -1", "stream.engine.max_batch"),
+    ("stream.transport", "event_endpoint: http://127.0.0.1:5560", "stream.transport.event_endpoint"),
+    ("stream.transport", "event_endpoint: tcp://127.0.0.1", "stream.transport.event_endpoint"),
+    ("stream.transport", "event_endpoint: tcp://127.0.0.1:99999", "stream.transport.event_endpoint"),
+    ("stream.transport", "snippet_endpoint: 5", "stream.transport.snippet_endpoint"),
+    ("stream.detector", "merge: sometimes", "stream.detector.merge"),
+    ("stream.engine", "pad_batches: maybe", "stream.engine.pad_batches"),
+    ("stream.sources", "reconnect_min_s: 0", "stream.sources.reconnect_min_s"),
+    ("stream.sources", "reconnect_max_s: 0.1", "stream.sources.reconnect_max_s"),
+    ("stream.security", "curve_clients_dir: /tmp", "stream.security.curve_clients_dir"),
+    ("stream.security", "allow_insecure_remote: 3", "stream.security.allow_insecure_remote"),
+    ("stream", "no_such_key: 1", "stream.no_such_key"),
+    ("stream", "max_batch: 4", "stream.engine.max_batch"),  # the earlier flat layout: says where it moved
+    ("stream.transport", "metrics_port: 70000", "stream.transport.metrics_port"),
 ]
 
 
-@pytest.mark.parametrize("line,key", BAD_STREAM_CONFIGS)
-def test_invalid_stream_configs_are_refused(tmp_path: Path, line: str, key: str) -> None:
-    path = write_config(tmp_path)
-    path.write_text(path.read_text() + f"  {line}\n")
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        load_config(path)
+def _nested(section: str, line: str) -> str:
+    """YAML setting ``line`` inside the dotted ``section``."""
+    parts = section.split(".")
+    text = "".join("  " * i + f"{p}:\n" for i, p in enumerate(parts))
+    return text + "  " * len(parts) + line + "\n"
 
 
-def test_invalid_configs_record() -> None:
-    record("input", "invalid stream configs", tried=len(BAD_STREAM_CONFIGS), counted=len(BAD_STREAM_CONFIGS),
-           crashed=False, outcome="ConfigError naming the key (menet run exits 2)")
+def test_invalid_stream_configs_are_refused_and_recorded(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Every bad setting: load_config raises ConfigError naming the key, and `menet run` exits 2 with that
+    message before it starts anything. Counted per config, recorded, then checked."""
+    refused: list[str] = []
+    wrong: list[str] = []
+    crashes: list[str] = []
+    for i, (section, line, key) in enumerate(BAD_STREAM_CONFIGS):
+        folder = tmp_path / f"c{i}"
+        folder.mkdir()
+        path = folder / "bad.yaml"
+        path.write_text(f"extends: {write_config(folder)}\n" + _nested(section, line))
+        try:
+            load_config(path)
+        except ConfigError as exc:
+            if key not in str(exc):
+                wrong.append(f"{line!r}: ConfigError does not name {key}: {exc}")
+                continue
+        except Exception as exc:  # anything but ConfigError is a crash of the loader
+            crashes.append(f"{line!r}: {exc!r}")
+            continue
+        else:
+            wrong.append(f"{line!r}: accepted")
+            continue  # a config that loads would start a pipeline below
+        # the source is never opened: the config is refused first
+        rc = menet(["run", "--config", str(path), "--source", str(folder / "never-opened.mp4")])
+        err = capsys.readouterr().err
+        if rc != 2 or key not in err:
+            wrong.append(f"{line!r}: menet run exited {rc}, stderr {err.strip()!r}")
+            continue
+        refused.append(line)
+    n = len(BAD_STREAM_CONFIGS)
+    record("input", "invalid stream configs", tried=n, counted=len(refused), crashed=bool(crashes),
+           outcome="ConfigError naming the key (menet run exits 2)" if len(refused) == n
+           else f"{n - len(refused)} not refused as they should be, e.g. {(crashes + wrong)[0]}")
+    assert not crashes, crashes
+    assert not wrong, wrong

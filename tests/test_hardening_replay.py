@@ -10,19 +10,20 @@ import torch
 
 from stream import protocol as P
 from stream.detector_worker import DetectorCore
-from stream.engine_worker import EngineCore, Stages
+from engine.runtime.split import DetectorStages, EngineStages
+from stream.engine_worker import EngineCore
 from stream.grabber import Grabber
 from stream.sources import open_source
 from hardening_results import record
-from stream_support import make_video, stream_setup  # noqa: F401
+from stream_support import make_video
 
 
 def _run(cfg, stages, video, kill_after: int | None):
     """grabber -> engine -> detector; with ``kill_after``, the detector is replaced by a fresh one after
     that many windows and the file replayed from snippet 0 with epoch 1 (what the supervisor does)."""
     epoch = [0]
-    engine = EngineCore(cfg, stages, epoch=lambda: epoch[0])
-    detectors = [DetectorCore(cfg, stages, epoch=lambda: epoch[0])]
+    engine = EngineCore(cfg, stages[0], epoch=lambda: epoch[0])
+    detectors = [DetectorCore(cfg, stages[1], epoch=lambda: epoch[0])]
     published: list[list[dict]] = [[]]
     windows = [0]
 
@@ -46,23 +47,23 @@ def _run(cfg, stages, video, kill_after: int | None):
         return True
 
     try:
-        Grabber(cfg, "cam", open_source(str(video), cfg.stream), send, epoch=0).run(threading.Event())
+        Grabber(cfg, "cam", open_source(str(video), cfg.stream.sources), send, epoch=0).run(threading.Event())
     except Killed:
         epoch[0] = 1
-        detectors.append(DetectorCore(cfg, stages, epoch=lambda: epoch[0]))
+        detectors.append(DetectorCore(cfg, stages[1], epoch=lambda: epoch[0]))
         published.append([])
-        Grabber(cfg, "cam", open_source(str(video), cfg.stream), send, epoch=1).run(threading.Event())
+        Grabber(cfg, "cam", open_source(str(video), cfg.stream.sources), send, epoch=1).run(threading.Event())
     return [[h for h in part if h["type"] == P.EVENT] for part in published]
 
 
-def test_detector_restart_replay_republishes_identical_event_ids(stream_setup) -> None:  # noqa: F811
+def test_detector_restart_replay_republishes_identical_event_ids(stream_setup) -> None:
     torch.set_num_threads(1)
     cfg = copy.deepcopy(stream_setup["cfg"])
-    cfg.stream.merge = "lag"  # events leave before the end, so some are published before the "kill"
-    cfg.stream.max_lag_s = 2.0
-    cfg.stream.max_batch = 3  # partial batches happen: padding is what makes the replay bit-exact
+    cfg.stream.detector.merge = "lag"  # events leave before the end, so some are published before the "kill"
+    cfg.stream.detector.max_lag_s = 2.0
+    cfg.stream.engine.max_batch = 3  # partial batches happen: padding is what makes the replay bit-exact
     video = make_video(stream_setup["root"] / "replay.mp4", 41, 60.0)
-    stages = Stages(cfg, str(stream_setup["ckpt"]))
+    stages = (EngineStages(cfg, str(stream_setup["ckpt"])), DetectorStages(cfg, str(stream_setup["ckpt"])))
     (reference,) = _run(cfg, stages, video, None)
     before, after = _run(cfg, stages, video, kill_after=6)
     assert before, "some events must be out before the restart for the test to mean anything"

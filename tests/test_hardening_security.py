@@ -14,17 +14,15 @@ import zmq
 
 from stream import protocol as P
 from stream.cli import main
+from stream.settings import SecuritySettings
 from stream.security import SecurityError, Transport, check_bind, is_loopback, load_keypair
 from stream.subscriber import Subscriber
 from hardening_results import record
-from stream_support import REPO, free_port, make_video, stream_setup  # noqa: F401
+from stream_support import REPO, free_port, make_video
 
 
-def scfg(**kw):
-    base = dict(curve_server_secret_file=None, curve_clients_dir=None, curve_client_secret_file=None,
-                curve_server_public_file=None, allow_insecure_remote=False)
-    base.update(kw)
-    return SimpleNamespace(**base)
+def scfg(**kw) -> SecuritySettings:
+    return SecuritySettings(**kw)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +110,7 @@ def test_non_loopback_bind_needs_curve_or_explicit_opt_in(keys) -> None:
     ctx.term()
 
 
-def test_menet_run_refuses_a_public_event_endpoint_without_curve(stream_setup, tmp_path: Path) -> None:  # noqa: F811
+def test_menet_run_refuses_a_public_event_endpoint_without_curve(stream_setup, tmp_path: Path) -> None:
     video = make_video(tmp_path / "v.mp4", 1, 2.0)
     out = subprocess.run([sys.executable, "-m", "stream", "run", "--config", str(stream_setup["cfg_path"]),
                           "--source", str(video), "--event-endpoint", f"tcp://0.0.0.0:{free_port()}"],
@@ -144,14 +142,14 @@ def test_no_pickle_on_the_wire_or_in_user_checkpoints() -> None:
 
 
 @pytest.mark.slow
-def test_menet_run_with_curve_end_to_end(stream_setup, keys, tmp_path: Path) -> None:  # noqa: F811
+def test_menet_run_with_curve_end_to_end(stream_setup, keys, tmp_path: Path) -> None:
     """`menet run` with CURVE on a tcp event endpoint (and tcp internal endpoints): the allowed client gets
     events, the unknown key gets nothing."""
     from test_stream_e2e import Run
 
     cfg = tmp_path / "curve.yaml"
     cfg.write_text(f"extends: {stream_setup['cfg_path']}\nstream:\n"
-                   f"  curve_server_secret_file: {keys['server']}\n  curve_clients_dir: {keys['allowed']}\n")
+                   f"  security:\n    curve_server_secret_file: {keys['server']}\n    curve_clients_dir: {keys['allowed']}\n")
     video = make_video(tmp_path / "v.mp4", 3, 8.0)
     setup = {**stream_setup, "cfg_path": cfg}
     run = Run(setup, tmp_path, [f"cam={video}"],

@@ -28,7 +28,7 @@ from engine.snippets import num_snippets
 from stream import protocol as P
 from bad_videos import count_frames, make_bad_videos
 from hardening_results import record
-from stream_support import REPO, stream_setup  # noqa: F401
+from stream_support import REPO
 from test_stream_e2e import Run, free_port_block, http_get
 
 pytestmark = pytest.mark.slow
@@ -45,7 +45,7 @@ def bad(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return make_bad_videos(tmp_path_factory.mktemp("badvideo"))
 
 
-def test_unopenable_files_stop_the_start_naming_each(stream_setup, bad, tmp_path: Path) -> None:  # noqa: F811
+def test_unopenable_files_stop_the_start_naming_each(stream_setup, bad, tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "stream", "run", "--config", str(stream_setup["cfg_path"]), "--source", LIVE]
     cmd += [arg for name in UNOPENABLE for arg in ("--source", f"{name}={bad[name]}")]
     t0 = time.monotonic()
@@ -71,7 +71,7 @@ def _metric(body: str, name: str, **labels: str) -> float | None:
     return None
 
 
-def test_damaged_files_end_cleanly_beside_a_live_source(stream_setup, bad, tmp_path: Path) -> None:  # noqa: F811
+def test_damaged_files_end_cleanly_beside_a_live_source(stream_setup, bad, tmp_path: Path) -> None:
     from stream.control import ControlClient
 
     cfg = stream_setup["cfg"]

@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from engine.config import load_config
+from stream.settings import load_config
 from engine.model.head import DetectorHead, cells_to_pairs, valid_cells
 from engine.model.menet import MENet, TemporalDetector
 from engine.model.mfe import MovementFeatureExtractor

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import load_config
+from stream.settings import load_config
 from engine.runtime import STAGES, stage_specs
 from engine.runtime.base import dense_to_levels
 from engine.runtime.onnxruntime_backend import providers_for

@@ -1,4 +1,4 @@
-"""The ``stream.backend`` rule and the TensorRT manifest checks, on real files.
+"""The ``stream.runtime.backend`` rule and the TensorRT manifest checks, on real files.
 
 TensorRT is not installed here: plan *files* are fakes (bytes with a real manifest), which
 is all the selection rule and the manifest checks read. Loading a plan needs TensorRT:
@@ -13,7 +13,7 @@ import pytest
 
 from build_engine.export import export_onnx
 from build_engine.tensorrt_build import profiles_for
-from engine.config import load_config
+from stream.settings import load_config
 from engine.runtime import BackendError, EngineError, GpuInfo, open_backend, select_backend
 from engine.runtime.manifest import (FORMAT, check_plan, config_hash, plan_dir, plan_name, sha256_file,
                                      write_manifest)

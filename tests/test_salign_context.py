@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engine.checkpoint import load_checkpoint
-from engine.config import load_config
+from stream.settings import load_config
 from engine.model.head import DetectorHead, valid_cells
 from engine.model.menet import TemporalDetector
 from engine.model.salign import salign, sample_positions

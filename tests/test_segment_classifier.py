@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import CONFIG_DIR, load_config
+from engine.config import CONFIG_DIR
+from stream.settings import load_config
 from engine.model.menet import TemporalDetector
 from engine.model.segment_classifier import SegmentClassifier, interpolate_at
 from engine.postprocess.decode import Proposals, decode_window, label_segments

@@ -15,12 +15,13 @@ import torch
 from stream import protocol as P
 from stream.control import ControlError, parse_request, valid_stream_id
 from stream.detector_worker import DetectorCore
-from stream.engine_worker import EngineCore, Stages
+from engine.runtime.split import DetectorStages, EngineStages
+from stream.engine_worker import EngineCore
 from stream.grabber import Grabber, decode_error_counter, stream_ended
 from stream.metrics import Metrics
 from stream.sources import FileSource, SourceError, open_source
 from bad_videos import count_frames, make_bad_videos
-from stream_support import make_video, stream_setup  # noqa: F401
+from stream_support import make_video
 
 
 def _req(obj) -> list[bytes]:
@@ -70,16 +71,16 @@ def test_end_marker_names_the_instance(tmp_path: Path) -> None:
     assert stream_ended(str(tmp_path), "cam", 1) and not stream_ended(str(tmp_path), "cam", 0)
 
 
-def test_readded_source_is_a_new_instance_with_new_event_ids(stream_setup, tmp_path: Path) -> None:  # noqa: F811
+def test_readded_source_is_a_new_instance_with_new_event_ids(stream_setup, tmp_path: Path) -> None:
     """What the supervisor does on remove + add of the same id: the first instance ends (EOS: engine
     and detector free its state), the second starts from snippet 0 with `instances/ID` = 1, so its
     events (same video: same detections) get ids the subscriber has not seen."""
     torch.set_num_threads(1)
     cfg = stream_setup["cfg"]
-    stages = Stages(cfg, str(stream_setup["ckpt"]))
+    ckpt = str(stream_setup["ckpt"])
     video = make_video(tmp_path / "v.mp4", seed=5, seconds=14.0)
-    engine = EngineCore(cfg, stages)
-    detector = DetectorCore(cfg, stages, state_dir=str(tmp_path))
+    engine = EngineCore(cfg, EngineStages(cfg, ckpt))
+    detector = DetectorCore(cfg, DetectorStages(cfg, ckpt), state_dir=str(tmp_path))
     out: list[dict] = []
 
     def send(frames, block):
@@ -98,7 +99,7 @@ def test_readded_source_is_a_new_instance_with_new_event_ids(stream_setup, tmp_p
             (tmp_path / "instances").mkdir()
             (tmp_path / "instances" / "cam").write_text("1")
         out.clear()
-        source = open_source(str(video), cfg.stream)
+        source = open_source(str(video), cfg.stream.sources)
         Grabber(cfg, "cam", source, send, epoch=0, instance=instance).run(threading.Event())
         assert not engine.streams and not detector.streams  # state freed at the end of stream
         assert stream_ended(str(tmp_path), "cam", instance)
@@ -120,7 +121,7 @@ def bad_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("name,why", [("trunc", "cannot open video"), ("random", "cannot open video"),
                                       ("zero", "empty file"), ("empty_mp4", "cannot open video")])
-def test_unreadable_files_are_refused_naming_the_file(bad_videos, stream_setup,  # noqa: F811
+def test_unreadable_files_are_refused_naming_the_file(bad_videos, stream_setup,
                                                       name: str, why: str) -> None:
     with pytest.raises(SourceError, match=why) as info:
         FileSource(str(bad_videos[name]), stream_setup["cfg"].stream)
@@ -128,7 +129,7 @@ def test_unreadable_files_are_refused_naming_the_file(bad_videos, stream_setup, 
 
 
 @pytest.mark.parametrize("name", ["trunc_faststart", "corrupt", "empty_avi"])
-def test_damaged_files_end_after_their_readable_frames(bad_videos, stream_setup, name: str) -> None:  # noqa: F811
+def test_damaged_files_end_after_their_readable_frames(bad_videos, stream_setup, name: str) -> None:
     cfg = stream_setup["cfg"]
     opens, readable, reported = count_frames(bad_videos[name])
     assert opens
@@ -139,7 +140,7 @@ def test_damaged_files_end_after_their_readable_frames(bad_videos, stream_setup,
         return True
 
     metrics = Metrics(f"grabber:{name}")
-    g = Grabber(cfg, name, FileSource(str(bad_videos[name]), cfg.stream), send, metrics)
+    g = Grabber(cfg, name, FileSource(str(bad_videos[name]), cfg.stream.sources), send, metrics)
     assert g.run(threading.Event()) == 0
     eos = sent[-1]
     ended = [h for h in sent if h["type"] == P.STATUS][-1]

@@ -21,8 +21,8 @@ import zmq
 
 from stream import protocol as P
 from stream.subscriber import Subscriber
-from stream_support import (REPO, assert_same_detections, free_port, make_video, offline_detections,  # noqa: F401
-                                 stream_setup, top_events)
+from stream_support import (REPO, assert_same_detections, free_port, make_video, offline_detections,
+                                 top_events)
 
 pytestmark = pytest.mark.slow
 
@@ -115,7 +115,7 @@ def http_get(port: int, path: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def test_online_equals_offline_end_to_end(stream_setup, tmp_path: Path) -> None:  # noqa: F811
+def test_online_equals_offline_end_to_end(stream_setup, tmp_path: Path) -> None:
     cfg = stream_setup["cfg"]
     video = make_video(tmp_path / "clip.mp4", seed=11, seconds=20.3)
     offline = offline_detections(cfg, stream_setup["ckpt"], video)
@@ -152,7 +152,7 @@ def test_online_equals_offline_end_to_end(stream_setup, tmp_path: Path) -> None:
     assert ev["label"] in cfg.data.class_names and ev["t_published"] >= ev["t_window"] >= ev["t_engine_in"]
 
 
-def test_three_streams_through_one_engine(stream_setup, tmp_path: Path) -> None:  # noqa: F811
+def test_three_streams_through_one_engine(stream_setup, tmp_path: Path) -> None:
     cfg = stream_setup["cfg"]
     videos = {f"s{k}": make_video(tmp_path / f"v{k}.mp4", seed=20 + k, seconds=secs)
               for k, secs in enumerate((12.1, 2.5, 8.0))}
@@ -170,7 +170,7 @@ def test_three_streams_through_one_engine(stream_setup, tmp_path: Path) -> None:
         assert_same_detections(online, offline[sid], cfg.data.sigma / 10.0)
 
 
-def test_sigint_flushes_the_partial_window(stream_setup, tmp_path: Path) -> None:  # noqa: F811
+def test_sigint_flushes_the_partial_window(stream_setup, tmp_path: Path) -> None:
     src = "syn=synthetic://syn?seed=3&duration=120&fps=10&width=48&height=48&rate=realtime"
     run = Run(stream_setup, tmp_path, [src], checkpoint=False)
     try:
@@ -189,7 +189,7 @@ def test_sigint_flushes_the_partial_window(stream_setup, tmp_path: Path) -> None
     assert [h["state"] for h in run.messages if h["type"] == P.STATUS][-1] == "ended"
 
 
-def test_unopenable_source_fails_at_start(stream_setup, tmp_path: Path) -> None:  # noqa: F811
+def test_unopenable_source_fails_at_start(stream_setup, tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "stream", "run", "--config", str(stream_setup["cfg_path"]),
                           "--source", str(tmp_path / "missing.mp4")], cwd=REPO, capture_output=True, text=True,
                          timeout=120)
@@ -197,7 +197,7 @@ def test_unopenable_source_fails_at_start(stream_setup, tmp_path: Path) -> None:
     assert "cannot be opened" in out.stderr and "missing.mp4" in out.stderr
 
 
-def test_crashed_engine_is_restarted(stream_setup, tmp_path: Path) -> None:  # noqa: F811
+def test_crashed_engine_is_restarted(stream_setup, tmp_path: Path) -> None:
     import os
     import re
 

@@ -14,15 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import load_config
-from engine.postprocess.windows import window_starts
+from stream.settings import load_config
+from engine.online.layout import window_starts
 from stream import protocol as P
 from stream.detector_worker import DetectorCore
-from stream.engine_worker import EngineCore, Stages
+from engine.runtime.split import DetectorStages, EngineStages, RuntimeChoice
+from stream.engine_worker import EngineCore
 from stream.grabber import Grabber
 from stream.sources import FrameItem, Source, StatusItem, assign_stream_ids, open_source, parse_source_arg, safe_uri
-from stream_support import (assert_same_detections, make_video, offline_detections, stream_setup,  # noqa: F401
-                                 top_events, write_config)
+from stream_support import (assert_same_detections, make_video, offline_detections, top_events,
+                                 write_config)
 
 
 @pytest.fixture(autouse=True)
@@ -36,9 +37,9 @@ def _one_thread():
 class Chain:
     """grabber send() -> engine -> detector, every hop encoded + validated."""
 
-    def __init__(self, cfg, stages) -> None:
-        self.engine = EngineCore(cfg, stages)
-        self.detector = DetectorCore(cfg, stages)
+    def __init__(self, cfg, stages: tuple) -> None:
+        self.engine = EngineCore(cfg, stages[0])
+        self.detector = DetectorCore(cfg, stages[1])
         self.published: list[dict[str, Any]] = []
         self.windows: list[dict[str, Any]] = []
 
@@ -64,17 +65,17 @@ class Chain:
 
 
 @pytest.mark.parametrize("seed,seconds", [(1, 20.3), (2, 2.5)])
-def test_online_equals_offline_in_process(stream_setup, seed: int, seconds: float) -> None:  # noqa: F811
+def test_online_equals_offline_in_process(stream_setup, seed: int, seconds: float) -> None:
     """20.3 s: windows [0, 16, 19] (last one aligned to the end, partial last snippet);
     2.5 s: shorter than a window (one zero-padded window)."""
     cfg, ckpt, root = stream_setup["cfg"], stream_setup["ckpt"], stream_setup["root"]
     video = make_video(root / f"inproc{seed}.mp4", seed, seconds)
     offline = offline_detections(cfg, ckpt, video)
-    stages = Stages(cfg, str(ckpt))
+    stages = (EngineStages(cfg, str(ckpt)), DetectorStages(cfg, str(ckpt)))
     chain = Chain(cfg, stages)
-    Grabber(cfg, "cam", open_source(str(video), cfg.stream), chain).run(threading.Event())
+    Grabber(cfg, "cam", open_source(str(video), cfg.stream.sources), chain).run(threading.Event())
     n = int(np.ceil(round(seconds * 10) / cfg.data.sigma))
-    assert [w["start"] for w in chain.windows] == window_starts(n, cfg.data.window, cfg.data.window_overlap)
+    assert [w["start"] for w in chain.windows] == window_starts(n, cfg.data.window, cfg.data.hop)
     assert [w["final"] for w in chain.windows][-1] is True
     online = top_events(chain.events("cam"), cfg.inference.max_detections)
     assert offline, "a random detector should propose something"
@@ -97,7 +98,7 @@ class ListSource(Source):
         yield StatusItem("ended")
 
 
-def test_live_grabber_drops_whole_snippets_and_announces_gaps(stream_setup) -> None:  # noqa: F811
+def test_live_grabber_drops_whole_snippets_and_announces_gaps(stream_setup) -> None:
     cfg = stream_setup["cfg"]
     frames = [np.full((40, 40, 3), i, np.uint8) for i in range(80)]  # 20 snippets of 4 frames
     sent: list[dict[str, Any]] = []
@@ -125,7 +126,7 @@ def test_live_grabber_drops_whole_snippets_and_announces_gaps(stream_setup) -> N
     assert sent[-1]["type"] == P.EOS and sent[-1]["n_snippets"] == 20
 
 
-def test_file_grabber_blocks_instead_of_dropping(stream_setup) -> None:  # noqa: F811
+def test_file_grabber_blocks_instead_of_dropping(stream_setup) -> None:
     cfg = stream_setup["cfg"]
     frames = [np.zeros((40, 40, 3), np.uint8)] * 41
     blocks = []
@@ -169,7 +170,7 @@ def engine_feed(eng: EngineCore, items: list[tuple[str, dict]]) -> list[dict[str
     return out
 
 
-def test_engine_fills_short_gaps_and_restarts_after_long_ones(stream_setup) -> None:  # noqa: F811
+def test_engine_fills_short_gaps_and_restarts_after_long_ones(stream_setup) -> None:
     cfg = stream_setup["cfg"]  # window 32, hop 16, gap_fill = hop
     eng = EngineCore(cfg, FakeStages())
     items = [(P.SNIPPET, dict(stream="s", index=i)) for i in range(20)]
@@ -194,17 +195,17 @@ def test_engine_fills_short_gaps_and_restarts_after_long_ones(stream_setup) -> N
 
 def test_engine_hop_is_configurable(tmp_path: Path) -> None:
     cfg = load_config(write_config(tmp_path, ""))
-    cfg.stream.hop = 8
+    cfg.data.hop = 8
     eng = EngineCore(cfg, FakeStages())
     out = engine_feed(eng, [(P.SNIPPET, dict(stream="s", index=i)) for i in range(50)]
                       + [(P.EOS, dict(stream="s", n_snippets=50, duration=20.0))])
     starts = [o["start"] for o in out if o["type"] == P.WINDOW]
-    assert starts == [0, 8, 16, 18] == window_starts(50, 32, 1 - 8 / 32)
+    assert starts == [0, 8, 16, 18] == window_starts(50, 32, 8)
 
 
-def test_engine_batches_across_streams(stream_setup) -> None:  # noqa: F811
+def test_engine_batches_across_streams(stream_setup) -> None:
     cfg = copy.deepcopy(stream_setup["cfg"])
-    cfg.stream.max_wait_ms = 60_000  # only a full batch may trigger: no timing dependence on a busy machine
+    cfg.stream.engine.max_wait_ms = 60_000  # only a full batch may trigger: no timing dependence on a busy machine
     stages = FakeStages()
     sizes = []
     orig = stages.mfe
@@ -230,8 +231,8 @@ def test_source_arguments() -> None:
     assert safe_uri("rtsp://u:p@host:8554/live") == "rtsp://host:8554/live"
 
 
-def test_online_on_onnxruntime_engines_equals_offline(stream_setup, tmp_path) -> None:  # noqa: F811
-    """stream.backend onnxruntime + engines from build_engines: same events as offline PyTorch."""
+def test_online_on_onnxruntime_engines_equals_offline(stream_setup, tmp_path) -> None:
+    """stream.runtime.backend onnxruntime + engines from build_engines: same events as offline PyTorch."""
     pytest.importorskip("onnxruntime")
     from build_engine.build import build_engines
     from engine.checkpoint import load_checkpoint
@@ -245,16 +246,17 @@ def test_online_on_onnxruntime_engines_equals_offline(stream_setup, tmp_path) ->
     video = make_video(root / "ort.mp4", 5, 9.0)
     offline = offline_detections(cfg, ckpt, video)
     cfg_ort = copy.deepcopy(cfg)
-    cfg_ort.stream.backend = "onnxruntime"
-    stages = Stages(cfg_ort, str(ckpt), engine_dir=str(engines))
-    assert stages.backend.name == "onnxruntime"
+    cfg_ort.stream.runtime.backend = "onnxruntime"
+    choice = RuntimeChoice("onnxruntime", engine_dir=str(engines))
+    stages = (EngineStages(cfg_ort, str(ckpt), choice), DetectorStages(cfg_ort, str(ckpt), choice))
+    assert [s.backend.name for s in stages] == ["onnxruntime"] * 2
     chain = Chain(cfg_ort, stages)
-    Grabber(cfg_ort, "cam", open_source(str(video), cfg_ort.stream), chain).run(threading.Event())
+    Grabber(cfg_ort, "cam", open_source(str(video), cfg_ort.stream.sources), chain).run(threading.Event())
     online = top_events(chain.events("cam"), cfg.inference.max_detections)
     assert_same_detections(online, offline, cfg.data.sigma / 10.0)
 
 
-def test_run_refuses_onnxruntime_without_engines(stream_setup, tmp_path, capsys) -> None:  # noqa: F811
+def test_run_refuses_onnxruntime_without_engines(stream_setup, tmp_path, capsys) -> None:
     from stream.cli import main
     cfg_path = stream_setup["cfg_path"]
     video = make_video(tmp_path / "v.mp4", 1, 2.0)
@@ -265,7 +267,7 @@ def test_run_refuses_onnxruntime_without_engines(stream_setup, tmp_path, capsys)
 
 
 def test_recent_event_ids_are_bounded_and_keep_the_newest() -> None:
-    from stream.detector_worker import RecentIds
+    from engine.online import RecentIds
 
     ids = RecentIds(capacity=100)
     for i in range(10_000):

@@ -17,7 +17,7 @@ import pytest
 
 from stream import protocol as P
 from test_stream_e2e import Run
-from stream_support import REPO, free_port, make_video, stream_setup  # noqa: F401
+from stream_support import REPO, free_port, make_video
 
 pytestmark = pytest.mark.slow
 
@@ -26,14 +26,17 @@ SERVE = REPO / "tests" / "rtsp" / "serve.py"
 
 RTSP_CONFIG = """extends: {base}
 stream:
-  merge: lag
-  max_lag_s: 2.0
-  open_timeout_s: 3.0
-  read_timeout_s: 2.0
-  stall_timeout_s: 2.0
-  reconnect_min_s: 0.3
-  reconnect_max_s: 1.0
-  shutdown_timeout_s: 20.0
+  detector:
+    merge: lag
+    max_lag_s: 2.0
+  sources:
+    open_timeout_s: 3.0
+    read_timeout_s: 2.0
+    stall_timeout_s: 2.0
+    reconnect_min_s: 0.3
+    reconnect_max_s: 1.0
+  supervisor:
+    shutdown_timeout_s: 20.0
 """
 
 
@@ -75,7 +78,7 @@ class Server:
             self.proc.wait(10)
 
 
-def test_rtsp_reconnects_reports_the_gap_and_detection_continues(stream_setup, tmp_path: Path) -> None:  # noqa: F811
+def test_rtsp_reconnects_reports_the_gap_and_detection_continues(stream_setup, tmp_path: Path) -> None:
     why = gst_rtsp_available()
     if why:
         pytest.skip(why)

@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from engine.config import load_config
+from stream.settings import load_config
 from engine.model.head import AnchorOutputs
 from engine.model.menet import LevelOutput, TemporalDetector
 from engine.training.labels import assign_level, assign_window

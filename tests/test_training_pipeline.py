@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from engine.checkpoint import CheckpointError, load_checkpoint
-from engine.config import load_config
+from stream.settings import load_config
 from engine.evaluation.ground_truth import ground_truth_from_annotations, load_ground_truth
 from engine.features import FeatureError, FeatureSettings, FeatureStore, VideoFeatureMeta
 from engine.snippets import SnippetAssembler, iter_snippet_clips, lookahead_frames, num_snippets
-from engine.synthetic import generate_dataset
+from synth import generate_dataset
 from engine.training import trainer as trainer_module
 from engine.training.dataset import AnnotationError, WindowDataset, window_ground_truth
 from engine.training.extract import extract_videos, list_videos

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.config import load_config
+from stream.settings import load_config
 from engine.training.sampler import AnchorSampler, stage_for_epoch
 
 LENGTHS = [32, 16, 8]

@@ -8,7 +8,7 @@ from types import ModuleType
 
 import pytest
 
-from engine.config import load_config
+from stream.settings import load_config
 
 
 def _script(repo_root: Path) -> ModuleType:
@@ -39,7 +39,7 @@ def test_measurement_on_the_thumos14_test_annotations(repo_root: Path, shared_da
         pytest.skip(f"THUMOS-14 test annotations not found at {folder}")
     script = _script(repo_root)
     d = load_config("thumos14").data
-    m = script.measure(folder, d.sigma, d.window, d.window_overlap, 30.0, [("coverage", 0.75), ("clip", 1.0)])
+    m = script.measure(folder, d.sigma, d.window, d.hop, 30.0, [("coverage", 0.75), ("clip", 1.0)])
     cov, clip = m.rules
     assert m.instances == 3358  # the paper's count for the THUMOS-14 test set (sec. 4.1)
     for r in (cov, clip):  # every overlapping pair is whole, clipped or dropped

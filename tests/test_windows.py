@@ -1,4 +1,5 @@
-"""Window layout, seconds and merging: engine/postprocess/windows.py."""
+"""Window layout (engine/online/layout.py), the windower, seconds and merging (engine/postprocess/windows.py,
+engine/online/merger.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,9 +14,10 @@ from engine.config import DataConfig, InferenceConfig, SoftNMSConfig
 from engine.evaluation.results_format import read_activitynet_results, write_activitynet_results
 from engine.postprocess.decode import Proposals
 from engine.postprocess.soft_nms import soft_nms
-from engine.postprocess.windows import (Detections, StreamMerger, detections_to_results, merge_video,
-                                        seconds_per_snippet, to_seconds, window_pad, window_starts,
-                                        window_valid_length)
+from engine.online import StreamMerger, StreamWindower, WindowLayout, video_windows
+from engine.online.layout import window_pad, window_starts, window_valid_length
+from engine.postprocess.windows import (Detections, detections_to_results, merge_video, seconds_per_snippet,
+                                        to_seconds)
 
 # ---------------------------------------------------------------- layout
 
@@ -27,21 +29,23 @@ def test_window_layout_cases() -> None:
     assert window_starts(512, 256) == [0, 128, 256]  # exact multiple of the stride
     assert window_starts(300, 256) == [0, 44]  # remainder: last window aligned to the end
     assert window_starts(700, 256) == [0, 128, 256, 384, 444]
-    assert window_starts(512, 256, overlap=0.0) == [0, 256]
+    assert window_starts(512, 256, hop=256) == [0, 256]
     assert window_starts(257, 256) == [0, 1]
     assert window_starts(0, 256) == [] and window_pad(0, 256) == 0
     assert all(window_valid_length(700, s, 256) == 256 for s in window_starts(700, 256))
     with pytest.raises(ValueError):
         window_starts(10, 0)
     with pytest.raises(ValueError):
-        window_starts(10, 8, overlap=1.0)
+        window_starts(10, 8, hop=0)
+    with pytest.raises(ValueError):
+        window_starts(10, 8, hop=9)
 
 
-@given(st.integers(1, 3000), st.integers(1, 300), st.sampled_from([0.0, 0.25, 0.5, 0.75]))
+@given(st.integers(1, 3000), st.integers(1, 300), st.sampled_from([1.0, 0.75, 0.5, 0.25]))
 @settings(max_examples=200, deadline=None)
-def test_window_layout_properties(n: int, window: int, overlap: float) -> None:
-    starts = window_starts(n, window, overlap)
-    stride = max(1, round(window * (1 - overlap)))
+def test_window_layout_properties(n: int, window: int, hop_share: float) -> None:
+    stride = max(1, round(window * hop_share))
+    starts = window_starts(n, window, stride)
     assert starts[0] == 0
     assert all(b > a for a, b in zip(starts, starts[1:]))
     assert all(b - a <= stride for a, b in zip(starts, starts[1:]))  # never less overlap than asked
@@ -54,6 +58,55 @@ def test_window_layout_properties(n: int, window: int, overlap: float) -> None:
     for s in starts:
         covered[s:s + window] = True
     assert covered.all()
+
+
+@given(st.integers(0, 700), st.sampled_from([(32, 16), (32, 8), (32, 32), (32, 5), (8, 3)]),
+       st.lists(st.integers(0, 699), max_size=4))
+@settings(max_examples=150, deadline=None)
+def test_windower_gives_the_layout_snippet_by_snippet(n: int, wh: tuple[int, int], batches: list[int]) -> None:
+    """Fed one snippet at a time, with features arriving in batches (the engine's MFE), the
+    windower emits exactly the layout's windows, each holding its snippets' features."""
+    window, hop = wh
+    layout = WindowLayout(window, hop)
+    feats = np.arange(n * 2, dtype=np.float32).reshape(n, 2) + 1.0
+    w = StreamWindower(layout, 2)
+    got = []
+    pending: list[int] = []
+    cuts = set(batches)
+    for i in range(n):
+        w.reserve(i, stamp=i)
+        pending.append(i)
+        if i in cuts or i == n - 1:
+            for j in pending:
+                w.put(j, feats[j])
+            pending = []
+            got += w.ready()
+    got += w.end(n)
+    assert [g.start for g in got] == window_starts(n, window, hop)
+    assert [g.index for g in got] == list(range(len(got)))
+    assert not any(g.final for g in got[:-1])  # only the last can close the segment (else the end does)
+    for g in got:
+        assert g.valid == window_valid_length(n, g.start, window)
+        np.testing.assert_array_equal(g.features[:, :g.valid], feats[g.start:g.start + g.valid].T)
+        assert not g.features[:, g.valid:].any()
+        assert g.stamp == g.start + g.valid - 1
+    assert [g.start for g in video_windows(feats, layout)] == [g.start for g in got]
+
+
+def test_windower_gaps_fill_short_and_restart_long() -> None:
+    layout = WindowLayout(8, 4)
+    w = StreamWindower(layout, 1, gap_fill=3)
+    for i in range(6):
+        w.reserve(i)
+        w.put(i, np.ones(1, np.float32))
+    ready, restarted = w.gap(9, 0.5)  # 3 missing: zero-filled, window 0 (0..7) is complete
+    assert not restarted and [r.start for r in ready] == [0]
+    assert ready[0].features[0].tolist() == [1] * 6 + [0, 0]
+    ready, restarted = w.gap(30, 0.5)  # 21 missing: the segment ends, a new one starts at 30
+    assert restarted and [(r.start, r.valid, r.final, r.duration) for r in ready] == [(1, 8, True, 4.5)]
+    assert w.base == 30 and w.expected == 30 and w.window_index == 2  # the counter runs on
+    w.reserve(30)
+    assert [(r.start, r.index) for r in w.end(31)] == [(30, 2)]
 
 
 def test_seconds() -> None:
@@ -244,7 +297,7 @@ def random_windows(seed: int, n_snippets: int = 200, window: int = 32,
     release happens before the end; long ones chain across windows."""
     rng = np.random.default_rng(seed)
     out = []
-    for start in window_starts(n_snippets, window, 0.5):
+    for start in window_starts(n_snippets, window, window // 2):
         n = int(rng.integers(0, 25))
         a = rng.uniform(0, window, n)
         seg = np.stack([a, a + rng.uniform(0.01, max_len, n)], 1)

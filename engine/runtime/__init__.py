@@ -1,5 +1,6 @@
 """Runtime: one interface (:class:`Backend`) for the deployable stages, three backends
-(PyTorch, ONNX Runtime, TensorRT) and the ``stream.backend`` selection rule."""
+(PyTorch, ONNX Runtime, TensorRT), the ``auto`` selection rule, and the network split
+per online process (:mod:`engine.runtime.split`)."""
 from .base import Backend, BackendError, dense_to_levels
 from .manifest import EngineError, GpuInfo
 from .select import Selection, open_backend, select_backend

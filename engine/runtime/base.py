@@ -30,11 +30,15 @@ class BackendError(RuntimeError):
 class Backend(ABC):
     name: str = "?"
 
-    def __init__(self, cfg: MENetConfig, device: str, precision: str) -> None:
+    def __init__(self, cfg: MENetConfig, device: str, precision: str, stages: tuple[str, ...] = STAGES) -> None:
+        unknown = sorted(set(stages) - set(STAGES))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
         self.cfg = cfg
         self.device = device
         self.precision = precision
-        self.specs: dict[str, StageSpec] = stage_specs(cfg)
+        # a process opens only the stages it runs (the detector: dense only, no backbone)
+        self.specs: dict[str, StageSpec] = {s: spec for s, spec in stage_specs(cfg).items() if s in stages}
 
     # -- the interface
 
@@ -86,6 +90,9 @@ class Backend(ABC):
         try:
             return self.specs[stage]
         except KeyError:
+            if stage in STAGES:
+                raise ValueError(f"stage {stage!r} was not opened in this backend (opened: "
+                                 f"{', '.join(self.specs)})") from None
             raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}") from None
 
     def __enter__(self) -> "Backend":

@@ -36,7 +36,7 @@ from ..config import MENetConfig
 FORMAT = "menet-engine-1"
 DEFAULT_OPSET = 17
 # Keys of the binding sections that do not change the exported graphs.
-_FREE_KEYS = {("model", "backbone_weights"), ("data", "window_overlap"), ("data", "class_names"),
+_FREE_KEYS = {("model", "backbone_weights"), ("data", "hop"), ("data", "class_names"),
               ("model", "scale_ranges"), ("data", "resize_short"), ("data", "sigma"), ("data", "mode")}
 
 

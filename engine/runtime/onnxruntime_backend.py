@@ -14,6 +14,7 @@ import numpy as np
 
 from ..config import MENetConfig
 from .base import ArrayLike, Backend, BackendError, as_numpy
+from .stages import STAGES
 from .manifest import EngineError, check_onnx, onnx_dir, rebuild_command
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,11 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, cfg: MENetConfig, engine_dir: str | Path, device: str = "cpu", precision: str = "fp32",
-                 checkpoint_sha: str | None = None, threads: int | None = None) -> None:
+                 checkpoint_sha: str | None = None, threads: int | None = None,
+                 stages: tuple[str, ...] = STAGES) -> None:
         if precision != "fp32":
             log.warning("onnxruntime runs the fp32 graphs; precision %s applies to TensorRT plans only", precision)
-        super().__init__(cfg, device, "fp32")
+        super().__init__(cfg, device, "fp32", stages)
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - a dependency of the project

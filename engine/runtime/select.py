@@ -1,8 +1,8 @@
-"""Which backend runs the stages: the ``stream.backend`` rule.
+"""Which backend runs the stages: the ``auto`` rule (the caller passes backend, device, precision).
 
 ``auto``: TensorRT when ``engine_dir`` holds a complete set of plans made for this
 GPU and the installed TensorRT; else ONNX Runtime (CPU) when it holds the ONNX
-graphs for this config; else PyTorch on ``stream.device``. Artifacts that do not
+graphs for this config; else PyTorch on the device asked for. Artifacts that do not
 apply to this machine (plans for another GPU, no TensorRT, no GPU) are skipped with
 the reason recorded; artifacts that apply but are broken (corrupted, another config,
 another checkpoint) raise :class:`~engine.runtime.manifest.EngineError`, because
@@ -20,6 +20,7 @@ from pathlib import Path
 from ..checkpoint import Checkpoint, load_checkpoint
 from ..config import MENetConfig
 from .base import Backend, BackendError
+from .stages import STAGES
 from .manifest import EngineError, GpuInfo, detect_gpu, find_onnx, rebuild_command, sha256_file, tensorrt_version
 
 log = logging.getLogger(__name__)
@@ -48,15 +49,13 @@ def _torch_cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def select_backend(cfg: MENetConfig, engine_dir: str | Path | None = None, *, backend: str | None = None,
-                   device: str | None = None, precision: str | None = None, gpu: GpuInfo | None | object = _DETECT,
-                   trt_version: str | None | object = _DETECT, cuda_available: bool | None = None) -> Selection:
-    """Decide the backend without loading anything (``gpu``/``trt_version``/``cuda_available``
-    default to this machine's; tests pass them to exercise the rule)."""
+def select_backend(cfg: MENetConfig, engine_dir: str | Path | None = None, *, backend: str = "auto",
+                   device: str = "cpu", precision: str = "fp32", gpu: GpuInfo | None | object = _DETECT,
+                   trt_version: str | None | object = _DETECT, cuda_available: bool | None = None,
+                   stages: tuple[str, ...] = STAGES) -> Selection:
+    """Decide the backend for ``stages`` without loading anything (``gpu``/``trt_version``/
+    ``cuda_available`` default to this machine's; tests pass them to exercise the rule)."""
     from .tensorrt_backend import choose_plan_set
-    backend = backend or cfg.stream.backend
-    device = device or cfg.stream.device
-    precision = precision or cfg.stream.precision
     if backend not in ("auto",) + BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose auto, {', '.join(BACKENDS)}")
     if gpu is _DETECT:
@@ -86,7 +85,7 @@ def select_backend(cfg: MENetConfig, engine_dir: str | Path | None = None, *, ba
 
     if backend in ("auto", "onnxruntime"):
         found = find_onnx(engine_dir, cfg) if engine_dir is not None else {}
-        if len(found) == 3:
+        if set(stages) <= set(found):
             ort_device = "cpu" if backend == "auto" else device
             note = "" if precision == "fp32" else f" (graphs are fp32; {precision} needs TensorRT plans)"
             return Selection("onnxruntime", ort_device, "fp32",
@@ -103,7 +102,7 @@ def select_backend(cfg: MENetConfig, engine_dir: str | Path | None = None, *, ba
     dev, prec, notes = device, precision, []
     if dev.startswith("cuda") and not cuda_available:
         if backend == "pytorch":
-            raise BackendError(f"backend pytorch on {dev}: this PyTorch has no CUDA; set stream.device to cpu")
+            raise BackendError(f"backend pytorch on {dev}: this PyTorch has no CUDA; use device cpu")
         notes.append(f"{dev} unavailable in this PyTorch, using cpu")
         dev = "cpu"
     if prec == "int8":
@@ -131,20 +130,22 @@ def _checkpoint(checkpoint: Checkpoint | str | Path | None, cfg: MENetConfig) ->
 
 
 def open_backend(cfg: MENetConfig, engine_dir: str | Path | None = None,
-                 checkpoint: Checkpoint | str | Path | None = None, *, backend: str | None = None,
-                 device: str | None = None, precision: str | None = None) -> Backend:
-    """Open the backend :func:`select_backend` chooses (``stream.backend``, ``.device``, ``.precision``
-    unless overridden). With a checkpoint, engine artifacts must have been built from that very file
-    (sha256); without one, the PyTorch backend uses random weights (with a warning)."""
-    sel = select_backend(cfg, engine_dir, backend=backend, device=device, precision=precision)
+                 checkpoint: Checkpoint | str | Path | None = None, *, backend: str = "auto",
+                 device: str = "cpu", precision: str = "fp32", stages: tuple[str, ...] = STAGES) -> Backend:
+    """Open the backend :func:`select_backend` chooses, with ``stages`` only. With a checkpoint,
+    engine artifacts must have been built from that very file (sha256); without one, the PyTorch
+    backend uses random weights (with a warning)."""
+    sel = select_backend(cfg, engine_dir, backend=backend, device=device, precision=precision, stages=stages)
     log.info("runtime backend: %s", sel)
     ckpt, sha = _checkpoint(checkpoint, cfg)
     if sel.backend == "tensorrt":
         from .tensorrt_backend import TensorRTBackend
         return TensorRTBackend(cfg, engine_dir, sel.device, sel.precision, checkpoint_sha=sha,  # type: ignore[arg-type]
-                               strict_precision=(backend or cfg.stream.backend) == "tensorrt")
+                               strict_precision=backend == "tensorrt", stages=stages)
     if sel.backend == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
-        return OnnxRuntimeBackend(cfg, engine_dir, sel.device, "fp32", checkpoint_sha=sha)  # type: ignore[arg-type]
-    from .torch_backend import TorchBackend, build_model
-    return TorchBackend(cfg, build_model(cfg, ckpt), sel.device, sel.precision)
+        return OnnxRuntimeBackend(cfg, engine_dir, sel.device, "fp32", checkpoint_sha=sha,  # type: ignore[arg-type]
+                                  stages=stages)
+    from .torch_backend import TorchBackend, build_detector, build_model
+    model = build_detector(cfg, ckpt) if "mfe" not in stages else build_model(cfg, ckpt)
+    return TorchBackend(cfg, model, sel.device, sel.precision, stages=stages)

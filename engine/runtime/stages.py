@@ -105,6 +105,10 @@ class DenseStage(nn.Module):
 
 
 def stage_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """The stage modules of a :class:`engine.model.menet.MENet` (sharing its weights)."""
-    det = model.detector
-    return {"mfe": model.mfe, "mrem": MREMStage(det.relation), "dense": DenseStage(det.sfpn, det.heads)}
+    """The stage modules of a :class:`engine.model.menet.MENet` (sharing its weights); of a
+    :class:`engine.model.menet.TemporalDetector` alone, ``mrem`` and ``dense``."""
+    det = getattr(model, "detector", model)
+    out: dict[str, nn.Module] = {"mrem": MREMStage(det.relation), "dense": DenseStage(det.sfpn, det.heads)}
+    if hasattr(model, "mfe"):
+        out = {"mfe": model.mfe, **out}
+    return out

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..config import MENetConfig
 from .base import ArrayLike, Backend, BackendError, as_numpy
+from .stages import STAGES
 from .manifest import (EngineError, GpuInfo, PlanSet, check_plan, detect_gpu, find_plan_sets, plan_dir,
                        plan_mismatch, rebuild_command, tensorrt_version)
 
@@ -38,7 +39,7 @@ def import_tensorrt() -> Any:
 
 def device_index(device: str) -> int:
     if not device.startswith("cuda"):
-        raise BackendError(f"TensorRT runs on a CUDA device, not {device!r}; set stream.device to cuda (or cuda:N)")
+        raise BackendError(f"TensorRT runs on a CUDA device, not {device!r}; set stream.runtime.device to cuda (or cuda:N)")
     _, _, idx = device.partition(":")
     return int(idx) if idx else 0
 
@@ -214,7 +215,8 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, cfg: MENetConfig, engine_dir: str | Path, device: str = "cuda", precision: str | None = None,
-                 checkpoint_sha: str | None = None, buffers: str | None = None, strict_precision: bool = False) -> None:
+                 checkpoint_sha: str | None = None, buffers: str | None = None, strict_precision: bool = False,
+                 stages: tuple[str, ...] = STAGES) -> None:
         trt = import_tensorrt()
         idx = device_index(device)
         gpu = detect_gpu(idx)
@@ -232,7 +234,7 @@ class TensorRTBackend(Backend):
         if precision and plan_set.precision != precision:
             log.warning("no %s plans for this GPU: using the %s plans in %s", precision, plan_set.precision,
                         plan_set.directory)
-        super().__init__(cfg, f"cuda:{idx}", plan_set.precision)
+        super().__init__(cfg, f"cuda:{idx}", plan_set.precision, stages)
         if buffers is None:
             buffers = "torch" if _torch_cuda_ok() else "pycuda"
         if buffers == "pycuda":

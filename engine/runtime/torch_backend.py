@@ -9,9 +9,9 @@ import torch
 
 from ..checkpoint import Checkpoint
 from ..config import MENetConfig
-from ..model.menet import MENet
+from ..model.menet import MENet, TemporalDetector
 from .base import ArrayLike, Backend, BackendError
-from .stages import stage_modules
+from .stages import STAGES, stage_modules
 
 log = logging.getLogger(__name__)
 
@@ -20,26 +20,46 @@ def build_model(cfg: MENetConfig, checkpoint: Checkpoint | None = None, seed: in
     """MENet in eval mode with the checkpoint's weights, or random weights (seeded) without one.
 
     The backbone comes from the checkpoint when it holds one, else from
-    ``cfg.model.backbone_weights`` (random, with a warning, when that is null too).
+    ``cfg.model.backbone_weights`` (random, with a warning, when that is null too). Without
+    a checkpoint the detector part equals :func:`build_detector`'s with the same seed, so a
+    process holding only the detector still runs the other half of the same network.
     """
-    torch.manual_seed(cfg.train.seed if seed is None else seed)
+    seed = cfg.train.seed if seed is None else seed
+    torch.manual_seed(seed)
     own_backbone = checkpoint is not None and checkpoint.backbone is not None
     model = MENet(cfg, load_backbone_weights=not own_backbone)
-    if checkpoint is not None:
-        model.detector.load_state_dict(checkpoint.detector)
-        if own_backbone:
-            model.mfe.backbone.load_state_dict(checkpoint.backbone)
-    else:
+    if own_backbone:
+        model.mfe.backbone.load_state_dict(checkpoint.backbone)  # type: ignore[union-attr]
+    model.detector.load_state_dict(build_detector(cfg, checkpoint, seed, warn=False).state_dict())
+    if checkpoint is None:
         warnings.warn("no checkpoint given: the detector has random weights (fine for trying the engine "
                       "build and for latency, meaningless for detections)", stacklevel=2)
     return model.eval()
 
 
+def build_detector(cfg: MENetConfig, checkpoint: Checkpoint | None = None, seed: int | None = None,
+                   warn: bool = True) -> TemporalDetector:
+    """MREM + SFPN + heads (+ labeller) only, no backbone: what the detector process runs.
+
+    Random weights without a checkpoint are seeded on their own, independent of the backbone."""
+    torch.manual_seed(cfg.train.seed if seed is None else seed)
+    detector = TemporalDetector(cfg, cfg.feature_channels)
+    if checkpoint is not None:
+        detector.load_state_dict(checkpoint.detector)
+    elif warn:
+        warnings.warn("no checkpoint given: the detector has random weights (fine for trying the engine "
+                      "build and for latency, meaningless for detections)", stacklevel=2)
+    return detector.eval()
+
+
 class TorchBackend(Backend):
     name = "pytorch"
 
-    def __init__(self, cfg: MENetConfig, model: MENet, device: str = "cpu", precision: str = "fp32") -> None:
-        super().__init__(cfg, device, precision)
+    def __init__(self, cfg: MENetConfig, model: MENet | TemporalDetector, device: str = "cpu",
+                 precision: str = "fp32", stages: tuple[str, ...] = STAGES) -> None:
+        if isinstance(model, TemporalDetector) and "mfe" in stages:
+            raise BackendError("the mfe stage needs the whole MENet (a TemporalDetector has no backbone)")
+        super().__init__(cfg, device, precision, stages)
         if precision not in ("fp32", "fp16"):
             raise BackendError(f"the PyTorch backend runs fp32 or fp16, not {precision!r} "
                                f"(INT8 needs TensorRT: `menet build-engine --precision int8`)")
@@ -56,7 +76,7 @@ class TorchBackend(Backend):
         if precision == "fp16":
             model = model.half()
         self.model = model
-        self.modules = stage_modules(model)
+        self.modules = {k: v for k, v in stage_modules(model).items() if k in self.specs}
 
     @torch.inference_mode()
     def _run(self, stage: str, x: ArrayLike) -> dict[str, np.ndarray]:

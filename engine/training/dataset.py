@@ -6,7 +6,7 @@ evaluators use). Features: a :class:`engine.features.FeatureStore`.
 
 * THUMOS mode: each video's snippet sequence is cut into windows of
   ``data.window`` with ``data.window_overlap`` (the layout of
-  :func:`engine.postprocess.windows.window_starts`, shared with inference).
+  :func:`engine.online.layout.window_starts`, shared with inference).
   Which ground truths a window holds is ``data.window_gt`` (the paper does not
   say; :func:`window_ground_truth`): ``coverage`` keeps those with at least
   ``data.window_gt_coverage`` of their length inside, clipped to the window (so a
@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 from ..config import MENetConfig
 from ..evaluation.ground_truth import GroundTruth, load_ground_truth
 from ..features import FeatureError, FeatureStore, VideoFeatureMeta
-from ..postprocess.windows import window_starts
+from ..online.layout import window_starts
 from .labels import LevelTargets, assign_window
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ class WindowDataset(Dataset):
         sps = d.sigma / meta.fps
         segs = segs_s / sps
         out = []
-        for start in window_starts(length, d.window, d.window_overlap):
+        for start in window_starts(length, d.window, d.hop):
             clipped, keep = window_ground_truth(segs, start, d.window, d.window_gt, d.window_gt_coverage)
             if training and not keep.any():
                 continue

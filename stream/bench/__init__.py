@@ -4,7 +4,7 @@
 * :mod:`stream.bench.pipeline`: N live synthetic streams through ``menet run``: event latency,
   realtime factor, drops, CPU, RSS, GPU memory; the largest N sustained;
 * :mod:`stream.bench.report`: machine info, JSON report, Markdown tables, ``--compare``, PNG plots
-  (drawn with OpenCV, :mod:`stream.bench.plots`).
+  (drawn with matplotlib, :mod:`stream.bench.plots`; the optional ``bench`` extra, skipped without it).
 """
 from .model import bench_model, format_model_table, time_stage
 from .pipeline import bench_pipeline, run_streams

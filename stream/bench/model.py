@@ -138,16 +138,17 @@ def bench_model(cfg: MENetConfig, checkpoint: str | None = None, *, batches: tup
     from engine.runtime.base import dense_to_levels
     from engine.runtime.stages import STAGES
 
-    from ..engine_worker import load_model
+    from engine.checkpoint import load_checkpoint
+    from engine.runtime.torch_backend import build_model
 
     say = progress or (lambda s: None)
-    threads = threads if threads is not None else (cfg.stream.threads or torch.get_num_threads())
+    threads = threads if threads is not None else (cfg.stream.runtime.threads or torch.get_num_threads())
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model, _ = load_model(cfg, checkpoint)
+            model = build_model(cfg, load_checkpoint(checkpoint, expect=cfg) if checkpoint else None)
         heads = copy.deepcopy(model.detector.heads).float().eval()
         rows: list[dict[str, Any]] = []
         with tempfile.TemporaryDirectory(prefix="menet-bench-") as tmp:

@@ -5,7 +5,7 @@ grabber per source) with N ``synthetic://`` sources paced at real time
 (``rate=realtime``: live, so a lagging engine makes the grabbers drop whole snippets),
 metrics enabled (``--metrics-port``) and events published on a free loopback port. The
 bench subscribes to the events, scrapes every worker's Prometheus metrics and samples
-``/proc`` for CPU time and RSS of the supervisor and all its descendants.
+CPU time and memory of the supervisor and all its descendants (``psutil``).
 
 Phases: start (processes spawn, the model loads) -> fill (until the detector has
 processed a window of every stream: the first window needs ``data.window`` snippets)
@@ -20,7 +20,7 @@ come from the measurement phase only:
   (1.0 = keeping up; mean and min over streams); source factor: frames the grabbers
   rendered / (fps x wall) (below 1: the grabbers themselves are CPU-starved);
 * end delay: ``t_published - end_wall``, how long after the action ended (capture
-  clock) its event came out: the window hop, the merge lag (``stream.max_lag_s``) and
+  clock) its event came out: the window hop, the merge lag (``stream.detector.max_lag_s``) and
   the latency above;
 * dropped snippets (grabber ``menet_snippets_dropped_total``), backlog (sent - received
   at the end), CPU % (100 = one core), peak RSS (sum over processes: shared library
@@ -45,66 +45,54 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+
 from .model import percentile
 
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 SUSTAIN_FACTOR = 0.95
-_CLK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-# ---------------------------------------------------------------- /proc
+# ---------------------------------------------------------------- processes
 
 
-def proc_stat(pid: int) -> tuple[int, float, int] | None:
-    """(parent pid, CPU seconds user+system, RSS bytes) of a live process, or None."""
+def process_tree(root: int) -> list[psutil.Process]:
+    """``root`` and every process below it; empty once ``root`` has exited."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read().decode(errors="replace")
-    except OSError:
-        return None
-    rest = raw[raw.rfind(")") + 2:].split()  # fields after "pid (comm)"
-    try:
-        ppid = int(rest[1])
-        cpu = (int(rest[11]) + int(rest[12])) / _CLK
-        rss = int(rest[21]) * _PAGE
-    except (IndexError, ValueError):
-        return None
-    return ppid, cpu, rss
-
-
-def proc_pss(pid: int) -> int | None:
-    """Proportional set size in bytes (shared pages split between their users), when readable."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+        proc = psutil.Process(root)
+        return [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def descendants(root: int) -> list[int]:
-    """``root`` and every process below it (by scanning /proc)."""
-    parent: dict[int, int] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = proc_stat(int(name))
-            if st is not None:
-                parent[int(name)] = st[0]
-    children: dict[int, list[int]] = {}
-    for pid, pp in parent.items():
-        children.setdefault(pp, []).append(pid)
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        if pid in parent or pid == root:
-            out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
+    """Pids of ``root`` and every process below it."""
+    return [p.pid for p in process_tree(root)]
+
+
+def proc_usage(proc: psutil.Process, pss: bool = False) -> tuple[float, int, int | None] | None:
+    """(CPU seconds user+system, RSS bytes, PSS bytes or None) of a live process; None once it is gone.
+
+    PSS (shared pages split between their users) only when ``pss``: reading it walks the
+    process's page tables, too slow to do outside the measurement. Where the platform or
+    the permissions give no PSS, the process's RSS stands in (an upper bound of its PSS).
+    """
+    try:
+        with proc.oneshot():
+            t = proc.cpu_times()
+            if not pss:
+                return t.user + t.system, proc.memory_info().rss, None
+            try:
+                full = proc.memory_full_info()
+                return t.user + t.system, full.rss, getattr(full, "pss", full.rss)
+            except psutil.AccessDenied:
+                rss = proc.memory_info().rss
+                return t.user + t.system, rss, rss
+    except psutil.Error:  # NoSuchProcess (exited between listing and reading), zombie, AccessDenied
+        return None
 
 
 def gpu_memory_used() -> float | None:
@@ -128,7 +116,8 @@ def gpu_memory_used() -> float | None:
 
 
 class ProcSampler(threading.Thread):
-    """Samples CPU seconds and RSS of ``root`` and its descendants every ``interval`` s."""
+    """Samples CPU seconds and RSS (and PSS while measuring) of ``root`` and its descendants every
+    ``interval`` s."""
 
     def __init__(self, root: int, interval: float = 0.5, gpu: bool = False) -> None:
         super().__init__(name="bench-proc", daemon=True)
@@ -145,13 +134,15 @@ class ProcSampler(threading.Thread):
         self.measuring = False
 
     def sample(self) -> None:
-        cpu, rss, pss = {}, {}, []
-        for pid in descendants(self.root):
-            st = proc_stat(pid)
-            if st is not None:
-                cpu[pid], rss[pid] = st[1], st[2]
+        cpu: dict[int, float] = {}
+        rss: dict[int, int] = {}
+        pss: list[int | None] = []
+        for proc in process_tree(self.root):
+            u = proc_usage(proc, pss=self.measuring)
+            if u is not None:  # a process that exited mid-sample is left out of this sample
+                cpu[proc.pid], rss[proc.pid] = u[0], u[1]
                 if self.measuring:
-                    pss.append(proc_pss(pid))
+                    pss.append(u[2])
         g = gpu_memory_used() if self.gpu else None
         with self.lock:
             self.cpu.update(cpu)
@@ -178,10 +169,6 @@ class ProcSampler(threading.Thread):
 # ---------------------------------------------------------------- metrics
 
 
-_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)')
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
 def scrape(port: int, timeout: float = 2.0) -> list[tuple[str, dict[str, str], float]] | None:
     """Samples of a worker's ``/metrics`` (Prometheus text), or None when it does not answer."""
     try:
@@ -189,22 +176,18 @@ def scrape(port: int, timeout: float = 2.0) -> list[tuple[str, dict[str, str], f
             text = r.read().decode()
     except OSError:
         return None
-    return parse_metrics(text)
+    try:
+        return parse_metrics(text)
+    except ValueError as exc:  # a garbled answer counts as no answer: the caller polls again
+        log.debug("port %d: unparsable /metrics: %s", port, exc)
+        return None
 
 
 def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
-    """``(name, labels, value)`` per sample line of the Prometheus text format."""
-    out = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _LINE.match(line)
-        if m:
-            try:
-                out.append((m.group(1), dict(_LABEL.findall(m.group(2) or "")), float(m.group(3))))
-            except ValueError:
-                pass
-    return out
+    """``(name, labels, value)`` per sample of the Prometheus text format; sample names carry
+    their suffix (``_total``, ``_sum``, ``_count``, ``_bucket``). Raises ValueError on bad text."""
+    return [(s.name, dict(s.labels), float(s.value))
+            for family in text_string_to_metric_families(text) for s in family.samples]
 
 
 def metric(samples: list | None, name: str, **labels: str) -> float:
@@ -290,13 +273,13 @@ def run_streams(config: str, n: int, *, duration: float = 30.0, fps: float = 25.
                 backend: str | None = None, fill_timeout: float | None = None, start_timeout: float = 180.0,
                 log_dir: str | Path | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """One pipeline run with ``n`` live synthetic streams; the figures of the measurement phase."""
-    from engine.config import load_config
+    from stream.settings import load_config
 
     say = progress or (lambda s: None)
     cfg = load_config(config)
     W = cfg.data.window
     sps = cfg.data.sigma / fps
-    hop_used = hop if hop is not None else (cfg.stream.hop or W // 2)
+    hop_used = hop if hop is not None else (cfg.data.hop or W // 2)
     fill_s = W * sps
     fill_timeout = fill_timeout if fill_timeout is not None else fill_s + max(30.0, hop_used * sps * 3)
     video_s = start_timeout + fill_timeout + duration + 120  # never ends during the run
@@ -393,7 +376,7 @@ def run_streams(config: str, n: int, *, duration: float = 30.0, fps: float = 25.
         proc.send_signal(signal.SIGINT)
         t_stop = time.monotonic()
         try:
-            result["exit_status"] = proc.wait(timeout=cfg.stream.shutdown_timeout_s + 30)
+            result["exit_status"] = proc.wait(timeout=cfg.stream.supervisor.shutdown_timeout_s + 30)
         except subprocess.TimeoutExpired:
             proc.kill()
             result["exit_status"] = proc.wait()

@@ -1,7 +1,9 @@
-"""The ``menet bench`` report: machine info, Markdown tables, PNG plots, side-by-side comparison."""
+"""The ``menet bench`` report: machine info, Markdown tables, PNG plots (matplotlib, optional),
+side-by-side comparison."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import platform
@@ -9,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from .model import LABEL, UNIT, format_model_table
-from .plots import Figure, Series, cdf
+
+log = logging.getLogger(__name__)
 
 FORMAT = "menet-bench-1"
 
@@ -190,7 +193,17 @@ def _yn(v: Any) -> str:
 
 def write_plots(report: dict[str, Any], out_dir: str | Path, prefix: str = "bench") -> list[Path]:
     """``{prefix}-throughput-batch.png`` (model), ``{prefix}-latency.png`` and ``{prefix}-streams.png``
-    (pipeline); returns the files written."""
+    (pipeline); returns the files written.
+
+    The plots need matplotlib (the ``bench`` extra). Without it nothing is written, a warning
+    says how to get them, and [] is returned: the JSON and Markdown report do not depend on it.
+    """
+    try:
+        from .plots import Figure, Series, cdf
+    except ImportError as exc:
+        log.warning("plots skipped: matplotlib is not installed (%s); the JSON and Markdown report are complete. "
+                    "For the PNG plots: pip install '.[bench]' (or pip install 'matplotlib>=3.8')", exc)
+        return []
     out_dir = Path(out_dir)
     m = report["machine"]
     sub = (f"{report['config']['name']} config, {m['cpu']} ({m['cores']} cores)"

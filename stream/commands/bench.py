@@ -25,7 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.config import ConfigError, load_config
+from engine.config import ConfigError
+from stream.settings import load_config
 
 
 def add_parser(subparsers: Any) -> None:
@@ -43,7 +44,7 @@ def add_parser(subparsers: Any) -> None:
     g.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8], help="batch sizes (default: 1 2 4 8)")
     g.add_argument("--repeats", type=int, default=20, help="timed runs per cell (median; default 20)")
     g.add_argument("--max-cell-s", type=float, default=20.0, help="time budget per cell: fewer repeats (>= 3) beyond")
-    g.add_argument("--threads", type=int, default=None, help="CPU threads (default: stream.threads, as the workers)")
+    g.add_argument("--threads", type=int, default=None, help="CPU threads (default: stream.runtime.threads, as the workers)")
     g.add_argument("--engine-dir", default=None,
                    help="engines from `menet build-engine` (ONNX graphs, TensorRT plans); default: ONNX exported "
                         "to a temp dir; also passed to the pipeline runs")
@@ -57,11 +58,11 @@ def add_parser(subparsers: Any) -> None:
                    help="measured seconds per N, after the first window is filled (default 30)")
     g.add_argument("--fps", type=float, default=25.0, help="stream frame rate (default 25)")
     g.add_argument("--hop", type=int, default=16,
-                   help="stream.hop for the runs (default 16: a window every 16 snippets, so a short run has "
+                   help="data.hop for the runs (default 16: a window every 16 snippets, so a short run has "
                         "events; 0 = the config's)")
     g.add_argument("--resolution", default="320x240", help="synthetic frame size WxH (default 320x240)")
     g.add_argument("--pipeline-backend", choices=("auto", "pytorch", "onnxruntime", "tensorrt"), default=None,
-                   help="stream.backend of the runs (default: the config's)")
+                   help="stream.runtime.backend of the runs (default: the config's)")
     g.add_argument("--logs", default=None, help="keep each run's `menet run` log here (default: OUT/logs)")
     p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), default=None,
                    help="print the key figures of two reports side by side (and B / A), then exit")
@@ -106,9 +107,9 @@ def run(args: argparse.Namespace) -> int:
         "machine": machine_info(),
         "config": {"name": cfg.name, "source": str(cfg.source), "window": cfg.data.window, "sigma": cfg.data.sigma,
                    "clip_length": cfg.data.clip_length, "crop": list(cfg.data.crop), "backbone": cfg.model.backbone,
-                   "channels": cfg.model.channels, "max_batch": cfg.stream.max_batch,
-                   "max_wait_ms": cfg.stream.max_wait_ms, "threads": cfg.stream.threads,
-                   "backend": cfg.stream.backend, "device": cfg.stream.device},
+                   "channels": cfg.model.channels, "max_batch": cfg.stream.engine.max_batch,
+                   "max_wait_ms": cfg.stream.engine.max_wait_ms, "threads": cfg.stream.runtime.threads,
+                   "backend": cfg.stream.runtime.backend, "device": cfg.stream.runtime.device},
         "checkpoint": args.checkpoint,
     }
     status = 0

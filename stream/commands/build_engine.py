@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-video", help="video whose snippets calibrate INT8 (required for --precision int8)")
     p.add_argument("--calib-snippets", type=int, default=256, help="snippets read for INT8 calibration")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    p.add_argument("--max-batch", type=int, help="TensorRT profile max batch (default stream.max_batch)")
+    p.add_argument("--max-batch", type=int, help="TensorRT profile max batch (default stream.engine.max_batch)")
     p.add_argument("--opt-batch", type=int, help="TensorRT profile opt batch (default = max batch)")
     p.add_argument("--workspace-mb", type=int, default=4096, help="TensorRT builder workspace (MiB)")
     p.add_argument("--no-tensorrt", action="store_true", help="ONNX only, even where TensorRT is present")
@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from build_engine.build import build_engines
     from build_engine.parity import format_parity
     from engine.checkpoint import CheckpointError, load_checkpoint
-    from engine.config import ConfigError, load_config
+    from engine.config import ConfigError
+    from stream.settings import load_config
     from engine.runtime.base import BackendError
     from engine.runtime.manifest import EngineError
     from engine.runtime.torch_backend import build_model
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = build_engines(cfg, model, args.out, checkpoint=ckpt, precision=args.precision, verify=args.verify,
                                calib_video=args.calib_video, calib_snippets=args.calib_snippets, opset=args.opset,
-                               max_batch=args.max_batch, opt_batch=args.opt_batch, workspace_mb=args.workspace_mb,
+                               max_batch=args.max_batch or cfg.stream.engine.max_batch, opt_batch=args.opt_batch, workspace_mb=args.workspace_mb,
                                tensorrt=not args.no_tensorrt, verify_batch=args.verify_batch)
     except (EngineError, BackendError, RuntimeError, ValueError, OSError) as exc:
         return fail(str(exc))

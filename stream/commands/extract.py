@@ -5,7 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.config import ConfigError, load_config
+from engine.config import ConfigError
+from stream.settings import load_config
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

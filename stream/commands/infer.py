@@ -32,7 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from engine.checkpoint import CheckpointError, load_checkpoint
-    from engine.config import ConfigError, load_config
+    from engine.config import ConfigError
+    from stream.settings import load_config
     from engine.evaluation.ground_truth import load_ground_truth
     from engine.evaluation.results_format import (EvaluationInputError, write_activitynet_results,
                                                   write_thumos_results)

@@ -4,8 +4,8 @@
 
 Writes ``DIR/NAME.key`` (public: give it to the other side) and ``DIR/NAME.key_secret``
 (public + secret, mode 0600: keep it). The server (``menet run``) uses its
-``.key_secret`` as ``stream.curve_server_secret_file``; each client's ``.key`` goes
-into the server's ``stream.curve_clients_dir`` (the allow-list); a client
+``.key_secret`` as ``stream.security.curve_server_secret_file``; each client's ``.key`` goes
+into the server's ``stream.security.curve_clients_dir`` (the allow-list); a client
 (``menet subscribe``) uses its own ``.key_secret`` and the server's ``.key``. See
 docs/security.md.
 """

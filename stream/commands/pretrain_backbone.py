@@ -27,7 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.config import ConfigError, load_config
+    from engine.config import ConfigError
+    from stream.settings import load_config
     from engine.evaluation.ground_truth import load_ground_truth
     from engine.evaluation.results_format import EvaluationInputError
     from engine.training.dataset import AnnotationError, class_names_for

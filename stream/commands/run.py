@@ -6,7 +6,7 @@
 
 A source is ``[ID=]URI``: a video file, ``rtsp://...``, ``/dev/videoN`` or
 ``synthetic://NAME?...``; the id (default: derived from the URI) is the event
-topic. Events are published on ``stream.event_endpoint``; watch them with
+topic. Events are published on ``stream.transport.event_endpoint``; watch them with
 ``menet subscribe``. Sources can be added and removed while it runs with ``menet
 sources`` (control endpoint: ``--control``, default ipc in the run's temp dir,
 printed at start). Without ``--checkpoint`` the detector is random (a warning
@@ -21,7 +21,8 @@ import logging
 import sys
 from typing import Any
 
-from engine.config import ConfigError, load_config
+from engine.config import ConfigError
+from stream.settings import load_config
 
 
 def add_parser(subparsers: Any) -> None:
@@ -31,19 +32,19 @@ def add_parser(subparsers: Any) -> None:
                    help="file, rtsp://..., /dev/videoN or synthetic://NAME?... (repeatable)")
     p.add_argument("--config", default="stream", help="config name or path (default: stream)")
     p.add_argument("--checkpoint", default=None, help="trained checkpoint (default: random weights + warning)")
-    p.add_argument("--event-endpoint", default=None, help="override stream.event_endpoint")
-    p.add_argument("--snippet-endpoint", default=None, help="override stream.snippet_endpoint")
-    p.add_argument("--window-endpoint", default=None, help="override stream.window_endpoint")
+    p.add_argument("--event-endpoint", default=None, help="override stream.transport.event_endpoint")
+    p.add_argument("--snippet-endpoint", default=None, help="override stream.transport.snippet_endpoint")
+    p.add_argument("--window-endpoint", default=None, help="override stream.transport.window_endpoint")
     p.add_argument("--control", default=None, metavar="ENDPOINT",
-                   help="override stream.control_endpoint: where `menet sources` adds/removes sources "
+                   help="override stream.transport.control_endpoint: where `menet sources` adds/removes sources "
                         "(ipc://PATH or loopback tcp://HOST:PORT; default: ipc in the run's temp dir)")
     p.add_argument("--engine-dir", default=None,
-                   help="override stream.engine_dir: engines from `menet build-engine` (ONNX Runtime / TensorRT)")
+                   help="override stream.runtime.engine_dir: engines from `menet build-engine` (ONNX Runtime / TensorRT)")
     p.add_argument("--backend", choices=("auto", "pytorch", "onnxruntime", "tensorrt"), default=None,
-                   help="override stream.backend")
-    p.add_argument("--hop", type=int, default=None, help="override stream.hop (snippets between windows)")
-    p.add_argument("--merge", choices=("auto", "exact", "lag"), default=None, help="override stream.merge")
-    p.add_argument("--metrics-port", type=int, default=None, help="override stream.metrics_port (0 = off)")
+                   help="override stream.runtime.backend")
+    p.add_argument("--hop", type=int, default=None, help="override data.hop (snippets between window starts)")
+    p.add_argument("--merge", choices=("auto", "exact", "lag"), default=None, help="override stream.detector.merge")
+    p.add_argument("--metrics-port", type=int, default=None, help="override stream.transport.metrics_port (0 = off)")
     p.add_argument("--wait-subscribers", type=int, default=None,
                    help="hold detection until this many subscribers are connected")
     p.set_defaults(func=run)
@@ -62,18 +63,20 @@ def run(args: argparse.Namespace) -> int:
     if args.control is not None and not args.control.startswith(("ipc://", "tcp://")):
         print(f"menet run: --control must be an ipc:// or tcp:// endpoint, got {args.control!r}", file=sys.stderr)
         return 2
-    for attr, value in (("event_endpoint", args.event_endpoint), ("snippet_endpoint", args.snippet_endpoint),
-                        ("window_endpoint", args.window_endpoint), ("control_endpoint", args.control),
-                        ("merge", args.merge),
-                        ("metrics_port", args.metrics_port), ("wait_subscribers", args.wait_subscribers),
-                        ("engine_dir", args.engine_dir), ("backend", args.backend)):
+    for section, attr, value in (
+            (s.transport, "event_endpoint", args.event_endpoint), (s.transport, "snippet_endpoint", args.snippet_endpoint),
+            (s.transport, "window_endpoint", args.window_endpoint), (s.transport, "control_endpoint", args.control),
+            (s.detector, "merge", args.merge), (s.transport, "metrics_port", args.metrics_port),
+            (s.detector, "wait_subscribers", args.wait_subscribers), (s.runtime, "engine_dir", args.engine_dir),
+            (s.runtime, "backend", args.backend)):
         if value is not None:
-            setattr(s, attr, value)
+            setattr(section, attr, value)
     try:  # decide the runtime backend now, so a missing/foreign engine fails here with a clear message
         from engine.runtime.base import BackendError
         from engine.runtime.manifest import EngineError
         from engine.runtime.select import select_backend
-        selection = select_backend(cfg, s.engine_dir)
+        r = s.runtime
+        selection = select_backend(cfg, r.engine_dir, backend=r.backend, device=r.device, precision=r.precision)
     except (BackendError, EngineError) as exc:
         print(f"menet run: {exc}", file=sys.stderr)
         return 2
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         if not 1 <= args.hop <= cfg.data.window:
             print(f"menet run: --hop must be in 1..{cfg.data.window}, got {args.hop}", file=sys.stderr)
             return 2
-        s.hop = args.hop
+        cfg.data.hop = args.hop
     try:
         sources = assign_stream_ids(args.source)
         return run_pipeline(cfg, sources, args.checkpoint, logging.getLogger().getEffectiveLevel())

@@ -5,7 +5,7 @@
     menet sources remove ID                    # end a stream cleanly; it is not restarted
     options: [--control ENDPOINT] [--config C] [--timeout S] [--json] [--key K --server-key K]
 
-The control endpoint is ``--control``, else the config's ``stream.control_endpoint``,
+The control endpoint is ``--control``, else the config's ``stream.transport.control_endpoint``,
 else the one running ``menet run`` of this user with the default endpoint (an ipc
 socket in its temp dir; ``menet run`` prints it at start). ``add`` returns once the
 source has opened (an unopenable source is refused with the reason); ``remove``
@@ -20,7 +20,8 @@ import json
 import sys
 from typing import Any
 
-from engine.config import ConfigError, load_config
+from engine.config import ConfigError
+from stream.settings import load_config
 
 
 def add_parser(subparsers: Any) -> None:
@@ -31,17 +32,17 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("target", nargs="?", default=None, metavar="[ID=]URI | ID",
                    help="add: [ID=]URI (the id defaults to one derived from the URI); remove: the source id")
     p.add_argument("--control", default=None, metavar="ENDPOINT",
-                   help="control endpoint of the run (default: the config's stream.control_endpoint, else the "
+                   help="control endpoint of the run (default: the config's stream.transport.control_endpoint, else the "
                         "running `menet run` of this user)")
-    p.add_argument("--config", default=None, help="config whose stream.control_endpoint (and CURVE keys) to use")
+    p.add_argument("--config", default=None, help="config whose stream.transport.control_endpoint (and CURVE keys) to use")
     p.add_argument("--timeout", type=float, default=60.0,
                    help="seconds to wait for the reply (a remove waits for the stream's end; default 60)")
     p.add_argument("--json", action="store_true", help="print the reply as JSON")
     p.add_argument("--key", default=None,
                    help="CURVE (tcp endpoint): this client's NAME.key_secret "
-                        "(default: stream.curve_client_secret_file)")
+                        "(default: stream.security.curve_client_secret_file)")
     p.add_argument("--server-key", default=None,
-                   help="CURVE: the server's public NAME.key (default: stream.curve_server_public_file)")
+                   help="CURVE: the server's public NAME.key (default: stream.security.curve_server_public_file)")
     p.set_defaults(func=run)
 
 
@@ -77,14 +78,14 @@ def run(args: argparse.Namespace) -> int:
             scfg = load_config(args.config).stream
         except ConfigError as exc:
             return fail(str(exc))
-        endpoint = endpoint or scfg.control_endpoint
-        key = key or scfg.curve_client_secret_file
-        server_key = server_key or scfg.curve_server_public_file
+        endpoint = endpoint or scfg.transport.control_endpoint
+        key = key or scfg.security.curve_client_secret_file
+        server_key = server_key or scfg.security.curve_server_public_file
     if endpoint is None:
         found = discover()
         if not found:
             return fail("no running `menet run` found; give --control ENDPOINT (printed by `menet run` at start) "
-                        "or --config with stream.control_endpoint")
+                        "or --config with stream.transport.control_endpoint")
         if len(found) > 1:
             return fail("several `menet run` are running; choose one with --control:\n  " + "\n  ".join(found))
         endpoint = found[0]

@@ -17,7 +17,8 @@ import signal
 import sys
 from typing import Any
 
-from engine.config import ConfigError, load_config
+from engine.config import ConfigError
+from stream.settings import load_config
 
 from .. import protocol as P
 
@@ -26,8 +27,8 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("subscribe", help="print detected events as they arrive",
                               description="Subscribe to the event endpoint of `menet run` and print events.")
     p.add_argument("--endpoint", default=None,
-                   help="event endpoint (default: the config's stream.event_endpoint, tcp://127.0.0.1:5560)")
-    p.add_argument("--config", default="stream", help="config whose stream.event_endpoint is the default")
+                   help="event endpoint (default: the config's stream.transport.event_endpoint, tcp://127.0.0.1:5560)")
+    p.add_argument("--config", default="stream", help="config whose stream.transport.event_endpoint is the default")
     p.add_argument("--stream", action="append", default=None, metavar="ID", help="only this stream (repeatable)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--status", action="store_true", help="also print status, gap and end-of-stream messages")
@@ -35,9 +36,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--timeout", type=float, default=0.0, help="exit after this many seconds without a message")
     p.add_argument("--until-end", action="store_true", help="exit when the stream(s) end")
     p.add_argument("--key", default=None,
-                   help="CURVE: this client's NAME.key_secret (default: the config's stream.curve_client_secret_file)")
+                   help="CURVE: this client's NAME.key_secret (default: the config's stream.security.curve_client_secret_file)")
     p.add_argument("--server-key", default=None,
-                   help="CURVE: the server's public NAME.key (default: stream.curve_server_public_file)")
+                   help="CURVE: the server's public NAME.key (default: stream.security.curve_server_public_file)")
     p.add_argument("--no-dedup", action="store_true", help="print repeated events (same event_id) too")
     p.set_defaults(func=run)
 
@@ -58,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
                 return 2
             scfg = None
         if scfg is not None:
-            endpoint = endpoint or scfg.event_endpoint
-            key = key or scfg.curve_client_secret_file
-            server_key = server_key or scfg.curve_server_public_file
+            endpoint = endpoint or scfg.transport.event_endpoint
+            key = key or scfg.security.curve_client_secret_file
+            server_key = server_key or scfg.security.curve_server_public_file
     try:
         curve = load_client_curve(key, server_key)
     except SecurityError as exc:

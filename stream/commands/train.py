@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.config import ConfigError, load_config
+from engine.config import ConfigError
+from stream.settings import load_config
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from engine.checkpoint import CheckpointError, load_checkpoint
-    from engine.config import config_from_dict, load_config
+    from engine.config import config_from_dict
+    from stream.settings import load_config
     from engine.evaluation.ground_truth import load_ground_truth
     from engine.evaluation.results_format import EvaluationInputError
     from engine.features import FeatureError, FeatureStore
