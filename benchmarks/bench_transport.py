@@ -28,12 +28,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stream import protocol as P  # noqa: E402
+from stream.security import Transport  # noqa: E402
+from stream.settings import SecuritySettings  # noqa: E402
 
 
 def _receiver(endpoint: str, n: int, hwm: int, ready, out) -> None:
     import zmq
     ctx = zmq.Context()
-    sock = P.socket(ctx, zmq.PULL, endpoint, bind=True, hwm=hwm)
+    sock = Transport(SecuritySettings(), ctx).socket(zmq.PULL, endpoint, bind=True, hwm=hwm)
     ready.set()
     lat = []
     t0 = None
@@ -60,7 +62,7 @@ def transport(endpoint: str, shape: tuple[int, ...], n: int, hwm: int, paced: bo
     proc.start()
     ready.wait(60)
     ctx = zmq.Context()
-    sock = P.socket(ctx, zmq.PUSH, endpoint, bind=False, hwm=hwm)
+    sock = Transport(SecuritySettings(), ctx).socket(zmq.PUSH, endpoint, bind=False, hwm=hwm)
     clip = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
     seq = P.Sequencer()
 

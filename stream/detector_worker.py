@@ -18,9 +18,7 @@ an event may wait for an overlapping chain of proposals to end; ``lag``
 from __future__ import annotations
 
 import logging
-import os
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -34,7 +32,8 @@ from engine.postprocess.windows import Detections
 from engine.runtime.split import DetectorStages
 
 from . import protocol as P
-from .metrics import Metrics, Timer, receive_valid
+from .metrics import Metrics
+from .worker import receive_valid
 from .settings import StreamConfig, runtime_choice
 
 log = logging.getLogger(__name__)
@@ -54,8 +53,7 @@ class DetectorCore:
     """Socket-free detector logic; :attr:`outbox` holds ``(topic, header)`` to publish."""
 
     def __init__(self, cfg: StreamConfig, stages: Any, class_names: list[str] | None = None,
-                 metrics: Metrics | None = None, epoch: Callable[[], int] | None = None,
-                 state_dir: str | None = None) -> None:
+                 metrics: Metrics | None = None, epoch: Callable[[], int] | None = None) -> None:
         self.cfg = cfg
         self.stages = stages
         self.class_names = list(class_names or getattr(stages, "class_names", []) or
@@ -64,11 +62,9 @@ class DetectorCore:
         self.streams: dict[str, _DStream] = {}
         self.outbox: list[tuple[str, dict[str, Any]]] = []
         self.seq = P.Sequencer()
-        from .engine_worker import nonfinite_counter, stale_counter
         self.epoch = epoch or (lambda: 0)
-        self.state_dir = state_dir
-        self.stale = stale_counter(self.metrics).labels("detector")
-        self.nonfinite = nonfinite_counter(self.metrics)
+        self.stale = self.metrics.stale.labels("detector")
+        self.nonfinite = self.metrics.nonfinite
 
     def _max_lag(self, live: bool) -> float | None:
         mode = self.cfg.stream.detector.merge
@@ -89,8 +85,10 @@ class DetectorCore:
             st = self.streams.pop(h["stream"], None)
             if st is not None:
                 self._publish(h["stream"], st, st.merger.flush(), None)
-            self._republish(h)
-            self._mark_ended(h["stream"], st.ids.instance if st is not None else self._instance(h["stream"]))
+            # the published eos names the source instance it ends: the supervisor (a subscriber) learns
+            # from it that the stream is complete, which replaces any shared state between processes
+            instance = h.get("instance") or (st.ids.instance if st is not None else 0)
+            self._republish({**h, "instance": instance} if instance else h)
         elif t in (P.STATUS, P.GAP):
             self._republish(h)
         elif t == P.STOP:
@@ -103,32 +101,6 @@ class DetectorCore:
         for sid in list(self.streams):
             st = self.streams.pop(sid)
             self._publish(sid, st, st.merger.flush(), None)
-
-    def _mark_ended(self, sid: str, instance: int = 0) -> None:
-        """Tell the supervisor this stream is complete (no replay needed after a restart).
-
-        The marker ``ended/ID`` holds ``EPOCH INSTANCE``."""
-        if self.state_dir:
-            try:
-                folder = os.path.join(self.state_dir, "ended")
-                os.makedirs(folder, exist_ok=True)
-                tmp = os.path.join(folder, f".{sid}.tmp")
-                with open(tmp, "w") as f:
-                    f.write(f"{self.epoch()} {instance}")
-                os.replace(tmp, os.path.join(folder, sid))
-            except OSError as exc:
-                log.warning("detector: cannot write the end marker of %s: %s", sid, exc)
-
-    def _instance(self, sid: str) -> int:
-        """The stream's source instance (``instances/ID``, written by the supervisor when a source is
-        added again with an id used before); 0 when there is none."""
-        if not self.state_dir:
-            return 0
-        try:
-            with open(os.path.join(self.state_dir, "instances", sid)) as f:
-                return max(0, int(f.read().strip() or 0))
-        except (OSError, ValueError):
-            return 0
 
     def _republish(self, h: dict[str, Any]) -> None:
         self.outbox.append((h["stream"], {**h, "seq": self.seq()}))
@@ -160,7 +132,7 @@ class DetectorCore:
             st = self.streams[sid] = _DStream(
                 StreamMerger(h["sps"], self.cfg.inference, None, max_lag=self._max_lag(bool(h.get("live"))),
                              keep_history=False),
-                h["start"], EventIdentity(sid, self._instance(sid)), live=live)
+                h["start"], EventIdentity(sid, h.get("instance", 0)), live=live)
         st.last_start = h["start"]
         st.processed += 1
         st.last_header = h
@@ -168,18 +140,18 @@ class DetectorCore:
             st.merger.video_duration = float(h["duration"])
         m = self.metrics
         try:
-            with Timer(m.stage_latency.labels("detect")):
+            with m.stage_latency.labels("detect").time():
                 levels = self.stages.detect(feat[None])
         except Exception as exc:  # noqa: BLE001 - e.g. a window with the wrong channel count
             self.metrics.malformed.inc()
             log.warning("%s: window at %d rejected by the detector stage: %s", sid, h["start"], exc)
             return
-        with Timer(m.stage_latency.labels("decode")):
+        with m.stage_latency.labels("decode").time():
             labeller = getattr(self.stages, "labeller", None)  # test doubles of the stages have none
             relation = None if labeller is None else torch.from_numpy(feat).to(levels[0].feature.device)
             props = decode_window(levels, self.stages.heads, self.cfg, batch_index=0, valid_length=h["valid"],
                                   labeller=labeller, relation=relation)
-        with Timer(m.stage_latency.labels("merge")):
+        with m.stage_latency.labels("merge").time():
             out = st.merger.push(h["start"], props)
             if h["final"]:
                 out = Detections.concatenate([out, st.merger.flush()])
@@ -219,42 +191,32 @@ class DetectorCore:
 
 
 def detector_main(cfg: StreamConfig, checkpoint: str | None, window_endpoint: str, event_endpoint: str,
-                  metrics_port: int = 0, log_level: int = logging.INFO, epoch: Any = None,
-                  state_dir: str | None = None) -> None:
-    """Process entry point (spawned by the supervisor)."""
+                  metrics_port: int = 0, log_level: int = logging.INFO, control_endpoint: str | None = None,
+                  internal_subscribers: int = 0) -> None:
+    """Process entry point (spawned by the supervisor).
+
+    ``internal_subscribers``: subscriptions the pipeline itself makes (the supervisor follows
+    the published ``eos`` messages); the detector waits for them before it takes windows, so
+    none of them misses the start, on top of ``stream.detector.wait_subscribers``."""
     import zmq
 
-    from .grabber import install_stop_signals, setup_logging
+    from .worker import WorkerShell
 
-    setup_logging(log_level)
-    stop = threading.Event()
-    install_stop_signals(stop)
-    if cfg.stream.runtime.threads:
-        torch.set_num_threads(cfg.stream.runtime.threads)
-    metrics = Metrics("detector")
+    shell = WorkerShell("detector", cfg, log_level, control_endpoint, metrics_port)
+    stop, metrics = shell.stop, shell.metrics
     stages = DetectorStages(cfg, checkpoint, runtime_choice(cfg))
-    core = DetectorCore(cfg, stages, stages.class_names, metrics,
-                        epoch=(lambda: epoch.value) if epoch is not None else None, state_dir=state_dir)
-    from .security import Transport
-    ctx = zmq.Context()
-    transport = Transport(cfg.stream.security, ctx)
+    shell.control.wait_first(5.0)
+    core = DetectorCore(cfg, stages, stages.class_names, metrics, epoch=lambda: shell.control.state.epoch)
     hwm = cfg.stream.transport.queue_size
-    pull = transport.socket(zmq.PULL, window_endpoint, bind=False, hwm=hwm)
-    pub = ctx.socket(zmq.XPUB)
-    pub.setsockopt(zmq.SNDHWM, max(hwm, 1000))
-    pub.setsockopt(zmq.LINGER, 2000)
-    pub.setsockopt(zmq.XPUB_VERBOSE, 1)
-    transport.secure(pub, event_endpoint, bind=True)
-    P.ensure_ipc_dir(event_endpoint)
-    pub.bind(event_endpoint)
+    pull = shell.socket(zmq.PULL, window_endpoint, bind=False)
+    pub = shell.socket(zmq.XPUB, event_endpoint, bind=True, hwm=max(hwm, 1000), options={zmq.XPUB_VERBOSE: 1})
     subscribers = 0
-    metrics.set_health(lambda: {"streams": sorted(core.streams), "subscriptions": subscribers})
-    metrics.serve(metrics_port)
+    shell.serve_metrics(lambda: {"streams": sorted(core.streams), "subscriptions": subscribers})
     log.info("detector: windows from %s, events on %s", window_endpoint, event_endpoint)
     poller = zmq.Poller()
     poller.register(pub, zmq.POLLIN)
     poller.register(pull, zmq.POLLIN)
-    want = cfg.stream.detector.wait_subscribers
+    want = cfg.stream.detector.wait_subscribers + internal_subscribers
     stopping = False
     while not stop.is_set() and not stopping:
         events = dict(poller.poll(200))
@@ -288,8 +250,5 @@ def detector_main(cfg: StreamConfig, checkpoint: str | None, window_endpoint: st
     core.outbox.clear()
     log.info("detector: stopped")
     time.sleep(0.2)  # let the last events leave
-    pull.close()
-    pub.close()
-    transport.close()
-    ctx.term()
+    shell.close()
     sys.exit(0)

@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
 from engine.online import StreamWindower, Window, WindowLayout
 from engine.runtime.split import EngineStages
 
 from . import protocol as P
-from .metrics import Metrics, Timer, receive_valid
+from .metrics import Metrics
+from .worker import receive_valid
 from .settings import StreamConfig, runtime_choice
 
 log = logging.getLogger(__name__)
@@ -46,6 +45,7 @@ class _Stream:
     live: bool
     windower: StreamWindower
     epoch: int = 0  # replay epoch of a file stream (docs/streaming.md, "Worker restarts")
+    instance: int = 0  # > 0: a source added again at runtime; passed on with each window (new event ids)
 
     @property
     def sps(self) -> float:
@@ -60,26 +60,6 @@ class _Stream:
 class _Ready:
     stream: _Stream
     window: Window
-
-
-def extra_counter(metrics: Metrics, name: str, doc: str, labels: tuple[str, ...] = ()) -> Any:
-    """A counter on ``metrics``' registry, created once per Metrics object."""
-    from prometheus_client import Counter
-
-    cache = metrics.__dict__.setdefault("_extra", {})
-    if name not in cache:
-        cache[name] = Counter(name, doc, list(labels), registry=metrics.registry)
-    return cache[name]
-
-
-def stale_counter(metrics: Metrics) -> Any:
-    return extra_counter(metrics, "menet_stale_messages", "messages dropped as stale: older replay epoch, "
-                         "replayed windows already processed, file snippets before the replay", ("who",))
-
-
-def nonfinite_counter(metrics: Metrics) -> Any:
-    return extra_counter(metrics, "menet_nonfinite", "snippet features zeroed / windows dropped for NaN or inf",
-                         ("stage",))
 
 
 def pad_batch(x: np.ndarray, size: int) -> np.ndarray:
@@ -117,8 +97,8 @@ class EngineCore:
         # the clip shape the stages run on ([clip_length, crop_h, crop_w, 3]); stages that do not say
         # take the first snippet's shape
         self.clip_shape: list[int] | None = getattr(stages, "clip_shape", None)
-        self.stale = stale_counter(self.metrics).labels("engine")
-        self.nonfinite = nonfinite_counter(self.metrics)
+        self.stale = self.metrics.stale.labels("engine")
+        self.nonfinite = self.metrics.nonfinite
 
     # ------------------------------------------------------------ messages
 
@@ -235,7 +215,7 @@ class EngineCore:
             clips = np.stack([clip for _, _, clip, _ in batch])
             if self._pad(any(not st.live for st, _, _, _ in batch)):
                 clips = pad_batch(clips, self.cfg.stream.engine.max_batch)
-            with Timer(m.stage_latency.labels("mfe")):
+            with m.stage_latency.labels("mfe").time():
                 feats = np.asarray(self.stages.mfe(clips))[:len(batch)]
             bad = ~np.isfinite(feats.reshape(len(feats), -1)).all(axis=1)
             if bad.any():
@@ -263,7 +243,8 @@ class EngineCore:
 
     def _new_stream(self, h: dict[str, Any], base: int, epoch: int = 0) -> _Stream:
         windower = StreamWindower(self.layout, self.stages.feature_channels, self.gap_fill, base=base)
-        return _Stream(h["stream"], h["fps"], h["sigma"], h["live"], windower, epoch=epoch)
+        return _Stream(h["stream"], h["fps"], h["sigma"], h["live"], windower, epoch=epoch,
+                       instance=h.get("instance", 0))
 
     def _queue(self, st: _Stream, windows: list[Window]) -> None:
         self.ready.extend(_Ready(st, w) for w in windows)
@@ -310,7 +291,7 @@ class EngineCore:
             wins = np.stack([r.window.features for r in chunk])
             if self._pad(any(not r.stream.live for r in chunk)):
                 wins = pad_batch(wins, self.cfg.stream.engine.max_batch)
-            with Timer(m.stage_latency.labels("mrem")):
+            with m.stage_latency.labels("mrem").time():
                 rel = np.asarray(self.stages.mrem(wins))[:len(chunk)]
             now = time.time()
             for r, feat in zip(chunk, rel):
@@ -328,6 +309,8 @@ class EngineCore:
                     t_capture=t_capture, t_engine_in=t_in, t_window=now)
                 if not st.live:
                     header["epoch"] = st.epoch
+                if st.instance:
+                    header["instance"] = st.instance
                 self.outbox.append(P.encode(header, (feat,)))
                 m.windows.labels(st.id).inc()
 
@@ -336,33 +319,25 @@ class EngineCore:
 
 
 def engine_main(cfg: StreamConfig, checkpoint: str | None, snippet_endpoint: str, window_endpoint: str,
-                metrics_port: int = 0, log_level: int = logging.INFO, release: Any = None,
-                epoch: Any = None) -> None:
+                metrics_port: int = 0, log_level: int = logging.INFO, control_endpoint: str | None = None) -> None:
     """Process entry point (spawned by the supervisor).
 
     Stops on SIGTERM or on a ``stop`` message (after draining its queue): flushes
-    every stream, sends ``stop`` to the detector, then lingers until ``release``."""
+    every stream, sends ``stop`` to the detector, then lingers until the supervisor
+    releases it. The replay epoch comes with the supervisor's state (``control``)."""
     import zmq
 
-    from .grabber import install_stop_signals, linger_until_released, setup_logging
+    from .worker import WorkerShell
 
-    setup_logging(log_level)
-    stop = threading.Event()
-    install_stop_signals(stop)
-    if cfg.stream.runtime.threads:
-        torch.set_num_threads(cfg.stream.runtime.threads)
-    metrics = Metrics("engine")
+    shell = WorkerShell("engine", cfg, log_level, control_endpoint, metrics_port)
+    stop, metrics = shell.stop, shell.metrics
     stages = EngineStages(cfg, checkpoint, runtime_choice(cfg))
-    core = EngineCore(cfg, stages, metrics, epoch=(lambda: epoch.value) if epoch is not None else None)
-    from .security import Transport
-    ctx = zmq.Context()
-    transport = Transport(cfg.stream.security, ctx)
+    shell.control.wait_first(5.0)
+    core = EngineCore(cfg, stages, metrics, epoch=lambda: shell.control.state.epoch)
     hwm = cfg.stream.transport.queue_size
-    pull = transport.socket(zmq.PULL, snippet_endpoint, bind=True, hwm=hwm)
-    push = transport.socket(zmq.PUSH, window_endpoint, bind=True, hwm=hwm, linger_ms=10000)
-    push.setsockopt(zmq.SNDTIMEO, 200)
-    metrics.set_health(lambda: {"streams": sorted(core.streams), "pending": len(core.pending)})
-    metrics.serve(metrics_port)
+    pull = shell.socket(zmq.PULL, snippet_endpoint, bind=True)
+    push = shell.socket(zmq.PUSH, window_endpoint, bind=True, linger_ms=10000, options={zmq.SNDTIMEO: 200})
+    shell.serve_metrics(lambda: {"streams": sorted(core.streams), "pending": len(core.pending)})
     log.info("engine: snippets on %s, windows to %s, hop %d, window %d", snippet_endpoint, window_endpoint,
              core.hop, core.W)
     poller = zmq.Poller()
@@ -426,10 +401,7 @@ def engine_main(cfg: StreamConfig, checkpoint: str | None, snippet_endpoint: str
         except zmq.Again:
             pass
     log.info("engine: flushed; waiting for the detector to finish")
-    linger_until_released(release, cfg.stream.supervisor.shutdown_timeout_s + 10)
+    shell.linger_until_released("engine", cfg.stream.supervisor.shutdown_timeout_s + 10)
     log.info("engine: stopped")
-    pull.close()
-    push.close()
-    transport.close()
-    ctx.term()
+    shell.close()
     sys.exit(0)

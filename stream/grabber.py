@@ -20,8 +20,6 @@ wall clock. End of stream sends ``eos`` with the snippet and frame counts.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import sys
 import threading
 import time
@@ -108,7 +106,9 @@ class Grabber:
         self.epoch = None if source.live else (epoch or 0)
         self.abort = abort or (lambda: False)
         self.bad_frames = 0
-        self.instance = instance  # > 0: the source was removed and added again at runtime (stamped on status/eos)
+        # > 0: the source was removed and added again at runtime; stamped on snippets (the engine passes it on
+        # with each window, so the detector's event ids are new ones), status and eos messages
+        self.instance = instance
         self.stop_reason = stop_reason or (lambda: "stopped")  # EOS reason when stopped ("removed": menet sources)
 
     # ------------------------------------------------------------ sending
@@ -116,7 +116,7 @@ class Grabber:
     def _msg(self, type_: str, buffers: tuple = (), **fields: Any) -> list[Any]:
         if self.epoch is not None:
             fields["epoch"] = self.epoch
-        if self.instance and type_ in (P.STATUS, P.EOS):
+        if self.instance and type_ in (P.STATUS, P.EOS, P.SNIPPET):
             fields["instance"] = self.instance
         return P.encode(P.make_header(type_, self.seq(), stream=self.stream, **fields), buffers)
 
@@ -254,7 +254,7 @@ class Grabber:
             reason = "decode error" if error else "end"
             detail = end_detail if ended_by_source else "end of stream"
         if error:
-            decode_error_counter(self.metrics).labels(self.stream).inc()
+            self.metrics.decode_errors.labels(self.stream).inc()
             log.error("%s: %s; the stream ends after %d readable frames", self.stream, error, self.frames)
         elif self.frames == 0 and not stop.is_set():
             log.warning("%s: %s gave no frame (a zero-length stream): end of stream with 0 snippets", self.stream,
@@ -265,18 +265,6 @@ class Grabber:
         log.info("%s: end of stream (%s): %d frames, %d snippets sent, %d dropped", self.stream, reason, self.frames,
                  self.sent, self.dropped)
         return 0
-
-
-def decode_error_counter(metrics: Metrics) -> Any:
-    """``menet_decode_errors_total{stream}``: files whose decoding stopped before their end."""
-    from prometheus_client import Counter
-
-    cache = metrics.__dict__.setdefault("_extra", {})
-    if "menet_decode_errors" not in cache:
-        cache["menet_decode_errors"] = Counter(
-            "menet_decode_errors", "files whose decoding stopped before the frame count the container reports "
-            "(corrupted or truncated): the stream ends there", ["stream"], registry=metrics.registry)
-    return cache["menet_decode_errors"]
 
 
 class ZmqSender:
@@ -314,139 +302,74 @@ class ZmqSender:
                         return False
 
 
-def install_stop_signals(stop: threading.Event) -> None:
-    """Workers ignore SIGINT (the supervisor coordinates shutdown) and stop on SIGTERM."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-
-
-def setup_logging(level: int) -> None:
-    """Worker logging; ``kill -USR1 <pid>`` dumps every thread's stack to stderr."""
-    import faulthandler
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
-
-
-def linger_until_released(release: Any, timeout_s: float) -> None:
-    """Keep the sockets open until the supervisor says the receiver has everything.
-
-    ZeroMQ does not guarantee that messages still queued at the receiver's end are
-    delivered once the sender disconnects (a full receive pipe loses the rest), so a
-    sender that has finished waits for ``release`` (set by the supervisor once the
-    downstream stage has confirmed the end) before it closes its socket. Without a
-    supervisor it waits ``timeout_s``.
-    """
-    if release is not None:
-        release.wait(timeout_s)
-    else:
-        time.sleep(min(timeout_s, 2.0))
-
-
-def stream_ended(state_dir: str | None, stream_id: str, instance: int | None = None) -> bool:
-    """The detector has published this stream's end (its marker file ``ended/ID`` exists).
-
-    The marker holds ``EPOCH INSTANCE``; with ``instance`` given, only the end of that instance
-    of the stream counts (a source removed and added again at runtime is a new instance)."""
-    if not state_dir or not stream_id:
-        return False
-    path = os.path.join(state_dir, "ended", stream_id)
-    if instance is None:
-        return os.path.exists(path)
-    try:
-        with open(path) as f:
-            fields = f.read().split()
-    except OSError:
-        return False
-    try:
-        return (int(fields[1]) if len(fields) > 1 else 0) == instance
-    except ValueError:
-        return False
-
-
 def grabber_main(cfg: StreamConfig, stream_id: str, uri: str, endpoint: str, metrics_port: int = 0,
-                 log_level: int = logging.INFO, done: Any = None, release: Any = None, epoch: Any = None,
-                 state_dir: str | None = None, removed: Any = None, instance: int = 0) -> None:
+                 log_level: int = logging.INFO, control_endpoint: str | None = None, instance: int = 0) -> None:
     """Process entry point (spawned by the supervisor).
 
-    ``done`` (an Event) is set once the EOS is sent; the process then lingers until
-    ``release`` is set (see :func:`linger_until_released`).
+    Once its EOS is sent the process lingers until the supervisor releases it
+    (:meth:`stream.worker.WorkerShell.linger_until_released`).
 
-    Replay (file sources): ``epoch`` is the run's shared replay epoch. When the
-    supervisor raises it (the engine or detector was restarted and lost the stream's
-    in-flight state), the grabber reopens the file and sends it again from snippet 0,
-    stamped with the new epoch, unless the detector already marked the stream ended
-    (``state_dir``/ended/ID). Receivers drop older-epoch messages and windows already
-    processed; events keep their ids, so a subscriber drops the repeats.
+    Replay (file sources): the supervisor's state (``control`` messages) carries the
+    run's replay epoch and the streams to send again. When the epoch rises with this
+    stream listed (the engine or detector was restarted and lost the stream's in-flight
+    state), the grabber reopens the file and sends it again from snippet 0, stamped with
+    the new epoch. Receivers drop older-epoch messages and windows already processed;
+    events keep their ids, so a subscriber drops the repeats.
 
-    Runtime removal (``menet sources remove``): the supervisor sets ``removed`` and sends
-    SIGTERM; the stream ends with an EOS of reason ``removed`` and is never replayed.
-    ``instance`` (> 0 for a source added again with an id used before) is stamped on
-    status and end-of-stream messages."""
+    Runtime removal (``menet sources remove``): the supervisor lists the source as
+    removed and sends SIGTERM; the stream ends with an EOS of reason ``removed`` and is
+    never replayed. ``instance`` (> 0 for a source added again with an id used before) is
+    stamped on snippet, status and end-of-stream messages."""
     import zmq
 
-    from .security import Transport
+    from .worker import WorkerShell, grabber_target, source_key
 
-    setup_logging(log_level)
-    stop = threading.Event()
-    install_stop_signals(stop)
-    metrics = Metrics(f"grabber:{stream_id}")
+    shell = WorkerShell(f"grabber:{stream_id}", cfg, log_level, control_endpoint, metrics_port, torch_threads=False)
+    stop = shell.stop
     try:
         source = open_source(uri, cfg.stream.sources)
     except SourceError as exc:
         log.error("%s: %s", stream_id, exc)
         sys.exit(EXIT_SOURCE_ERROR)
-    ctx = zmq.Context()
-    transport = Transport(cfg.stream.security, ctx)
-    sock = transport.socket(zmq.PUSH, endpoint, bind=False, hwm=cfg.stream.transport.queue_size, linger_ms=5000)
-    replayable = not source.live and epoch is not None
-    my_epoch = epoch.value if replayable else 0
+    sock = shell.socket(zmq.PUSH, endpoint, bind=False, linger_ms=5000)
+    replayable = not source.live and control_endpoint is not None
+    shell.control.wait_first(5.0)  # the epoch a restarted grabber of a replayed file must stamp
+    my_epoch = shell.control.state.epoch if replayable else 0
+    me = source_key(stream_id, instance)
 
     def was_removed() -> bool:
-        return removed is not None and removed.is_set()
+        return me in shell.control.state.removed
 
     def replay_due() -> bool:
-        return (replayable and epoch.value != my_epoch and not was_removed()
-                and not stream_ended(state_dir, stream_id, instance))
+        st = shell.control.state
+        return replayable and st.epoch > my_epoch and stream_id in st.replay and not was_removed()
 
     def stop_reason() -> str:
         return "removed" if was_removed() else "stopped"
 
     sender = ZmqSender(sock, stop, abort=replay_due)
-    grabber = Grabber(cfg, stream_id, source, sender, metrics, epoch=my_epoch, abort=replay_due, instance=instance,
-                      stop_reason=stop_reason)
-    metrics.set_health(lambda: {"stream": stream_id, "live": source.live, "frames": grabber.frames,
-                                "snippets": grabber.sent, "dropped": grabber.dropped,
-                                "status": "ok" if time.time() - metrics.last_activity < 30 else "degraded"})
-    metrics.serve(metrics_port)
+    grabber = Grabber(cfg, stream_id, source, sender, shell.metrics, epoch=my_epoch, abort=replay_due,
+                      instance=instance, stop_reason=stop_reason)
+    shell.serve_metrics(lambda: {"stream": stream_id, "live": source.live, "frames": grabber.frames,
+                                 "snippets": grabber.sent, "dropped": grabber.dropped,
+                                 "status": "ok" if time.time() - shell.metrics.last_activity < 30 else "degraded"})
     code = 0
+    linger_s = cfg.stream.supervisor.shutdown_timeout_s + 10
     while True:
         try:
             code = grabber.run(stop)
-            if done is not None:
-                done.set()
             # linger until released; a replay request while lingering sends the file again
-            deadline = time.monotonic() + cfg.stream.supervisor.shutdown_timeout_s + 10 if release is None else None
-            while not (release is not None and release.is_set()) and not replay_due():
-                if deadline is not None and time.monotonic() > deadline:
-                    break
-                if release is not None:
-                    release.wait(0.1)
-                else:
-                    time.sleep(0.1)
+            shell.linger_until_released(grabber_target(stream_id, instance), linger_s, interrupt=replay_due)
             if not replay_due():
                 break
         except ReplayRequested:
             pass
-        my_epoch = epoch.value
-        if done is not None:
-            done.clear()
+        my_epoch = shell.control.state.epoch
         log.warning("%s: replaying the file from snippet 0 (epoch %d)", stream_id, my_epoch)
         source.close()
         source = open_source(uri, cfg.stream.sources)
-        grabber = Grabber(cfg, stream_id, source, sender, metrics, epoch=my_epoch, abort=replay_due, instance=instance,
-                          stop_reason=stop_reason)
+        grabber = Grabber(cfg, stream_id, source, sender, shell.metrics, epoch=my_epoch, abort=replay_due,
+                          instance=instance, stop_reason=stop_reason)
         grabber.seq = P.Sequencer()
-    sock.close()
-    transport.close()
-    ctx.term()
+    shell.close()
     sys.exit(code)

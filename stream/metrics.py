@@ -26,7 +26,9 @@ BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 
 
 class Metrics:
-    """The metrics every MENet-stream process may update (unused ones stay at zero)."""
+    """The metrics every MENet-stream process may update (unused ones stay at zero), all
+    registered here, one way. Stage timings use ``Histogram.time()``:
+    ``with metrics.stage_latency.labels("mfe").time(): ...``."""
 
     def __init__(self, role: str) -> None:
         self.role = role
@@ -56,6 +58,15 @@ class Metrics:
         self.queue_depth = Gauge("menet_queue_depth", "items waiting in a queue", ["queue"], registry=r)
         self.up = Gauge("menet_worker_up", "1 when the worker process is alive", ["worker"], registry=r)
         self.stream_state = Gauge("menet_stream_live", "1 when the source delivers frames", ["stream"], registry=r)
+        self.stale = Counter("menet_stale_messages", "messages dropped as stale: older replay epoch, replayed windows "
+                             "already processed, file snippets before the replay", ["who"], registry=r)
+        self.nonfinite = Counter("menet_nonfinite", "snippet features zeroed / windows dropped for NaN or inf",
+                                 ["stage"], registry=r)
+        self.decode_errors = Counter("menet_decode_errors", "files whose decoding stopped before the frame count the "
+                                     "container reports (corrupted or truncated): the stream ends there", ["stream"],
+                                     registry=r)
+        self.control_requests = Counter("menet_control_requests", "control requests (menet sources) by op and result",
+                                        ["op", "result"], registry=r)
         self._health: Callable[[], dict[str, Any]] | None = None
         self._server: ThreadingHTTPServer | None = None
 
@@ -116,43 +127,3 @@ class Metrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-
-
-class Timer:
-    """``with Timer(hist.labels(stage="mfe")):`` observes the elapsed seconds."""
-
-    def __init__(self, hist: Any) -> None:
-        self.hist = hist
-
-    def __enter__(self) -> "Timer":
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.elapsed = time.perf_counter() - self.t0
-        self.hist.observe(self.elapsed)
-
-
-def receive_valid(sock: Any, metrics: "Metrics", who: str) -> tuple[Any, float] | None:
-    """The next valid message on ``sock`` and its arrival time, or None when none is waiting.
-
-    Every received message is validated; a malformed one is counted
-    (``malformed`` metric), logged and dropped, and the next one is tried, so a
-    worker never dies of one bad message.
-    """
-    import zmq
-
-    from . import protocol as P
-
-    while True:
-        try:
-            frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            return None
-        t_in = time.time()
-        metrics.touch()
-        try:
-            return P.decode(frames), t_in
-        except P.ProtocolError as exc:
-            metrics.malformed.inc()
-            logging.getLogger(f"stream.{who}").warning("%s: malformed message dropped: %s", who, exc)

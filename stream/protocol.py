@@ -24,7 +24,8 @@ import numpy as np
 PROTOCOL_VERSION = 1
 
 SNIPPET, GAP, EOS, WINDOW, EVENT, STATUS, STOP = "snippet", "gap", "eos", "window", "event", "status", "stop"
-TYPES = (SNIPPET, GAP, EOS, WINDOW, EVENT, STATUS, STOP)
+CONTROL = "control"  # supervisor -> its workers: the run's state (replay epoch, releases, removals)
+TYPES = (SNIPPET, GAP, EOS, WINDOW, EVENT, STATUS, STOP, CONTROL)
 STATES = ("connecting", "live", "stalled", "reconnecting", "ended", "error")
 
 MAX_HEADER_BYTES = 64 * 1024
@@ -99,6 +100,10 @@ def _stream_id(x: Any) -> bool:
     return isinstance(x, str) and 1 <= len(x) <= MAX_STREAM_ID and x.isprintable()
 
 
+def _str_list(x: Any) -> bool:
+    return isinstance(x, list) and len(x) <= 100_000 and all(_str(v) for v in x)
+
+
 def _shape(x: Any) -> bool:
     return (isinstance(x, list) and 1 <= len(x) <= 8 and all(_pos_int(v) and v <= 2 ** 31 for v in x)
             and math.prod(x) * 4 <= MAX_PAYLOAD_BYTES)
@@ -134,6 +139,7 @@ SCHEMA: dict[str, list[Field]] = {
         ("tail", _bool, False, "bool: clip clamped at the stream end"),
         ("t_sent", _opt(_num), False, "send clock"),
         _EPOCH,
+        _INSTANCE,
     ],
     GAP: [
         ("stream", _stream_id, True, "stream id"),
@@ -167,6 +173,7 @@ SCHEMA: dict[str, list[Field]] = {
         ("t_engine_in", _num, True, "engine receive clock of the newest snippet"),
         ("t_window", _num, True, "engine send clock"),
         _EPOCH,
+        _INSTANCE,
     ],
     EVENT: [
         ("stream", _stream_id, True, "stream id"),
@@ -198,6 +205,14 @@ SCHEMA: dict[str, list[Field]] = {
         _INSTANCE,
     ],
     STOP: [("reason", _str, False, "why")],
+    # The supervisor's state as its workers need it, published whole a few times a second (a worker
+    # that (re)connects late still gets it): no shared memory or files pass between processes.
+    CONTROL: [
+        ("epoch", _nonneg_int, True, "replay epoch (int >= 0)"),
+        ("replay", _str_list, True, "stream ids whose files are sent again from snippet 0 at this epoch"),
+        ("released", _str_list, True, "workers that may close their sockets: 'engine', 'grabber:ID#INSTANCE'"),
+        ("removed", _str_list, True, "sources removed at runtime: 'ID#INSTANCE'"),
+    ],
 }
 
 N_BUFFERS = {SNIPPET: 1, WINDOW: 1}
@@ -318,19 +333,3 @@ def ensure_ipc_dir(endpoint: str) -> None:
         folder = os.path.dirname(endpoint[6:])
         if folder:
             os.makedirs(folder, exist_ok=True)
-
-
-def socket(ctx: Any, kind: int, endpoint: str, *, bind: bool, hwm: int, linger_ms: int = 2000) -> Any:
-    """A ZMQ socket with bounded queues (SNDHWM = RCVHWM = ``hwm``) bound or connected to ``endpoint``."""
-    import zmq
-
-    s = ctx.socket(kind)
-    s.setsockopt(zmq.SNDHWM, hwm)
-    s.setsockopt(zmq.RCVHWM, hwm)
-    s.setsockopt(zmq.LINGER, linger_ms)
-    if bind:
-        ensure_ipc_dir(endpoint)
-        s.bind(endpoint)
-    else:
-        s.connect(endpoint)
-    return s

@@ -192,8 +192,11 @@ class Transport:
             sock.curve_secretkey = sec
             sock.curve_serverkey = server_pub
 
-    def socket(self, kind: int, endpoint: str, *, bind: bool, hwm: int, linger_ms: int = 2000) -> Any:
-        """:func:`stream.protocol.socket` with :meth:`secure` applied."""
+    def socket(self, kind: int, endpoint: str, *, bind: bool, hwm: int, linger_ms: int = 2000,
+               options: dict[int, Any] | None = None) -> Any:
+        """THE socket setup of every process: bounded queues (SNDHWM = RCVHWM = ``hwm``), linger,
+        any extra ``options`` (e.g. ``{zmq.XPUB_VERBOSE: 1}``), the bind check and CURVE
+        (:meth:`secure`), then bind or connect."""
         import zmq
 
         from . import protocol as P
@@ -202,6 +205,8 @@ class Transport:
         s.setsockopt(zmq.SNDHWM, hwm)
         s.setsockopt(zmq.RCVHWM, hwm)
         s.setsockopt(zmq.LINGER, linger_ms)
+        for opt, value in (options or {}).items():
+            s.setsockopt(opt, value)
         try:
             self.secure(s, endpoint, bind)
             if bind:

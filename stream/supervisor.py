@@ -27,19 +27,26 @@ two supervision steps. ``add`` opens the source once (in a thread, so a slow RTS
 open does not hold supervision up) and starts a grabber; ``remove`` stops the
 grabber like a stop does (last snippets, EOS), is answered once the detector has
 published the stream's end, and the grabber is never restarted. A source added
-again with an id used before is a new *instance* (``state_dir/instances/ID``): the
-engine and detector start it from scratch and its event ids differ from the old ones.
+again with an id used before is a new *instance* (stamped by its grabber on every
+message): the engine and detector start it from scratch and its event ids differ from
+the old ones.
+
+Processes share nothing but protocol messages: the supervisor publishes its state
+(replay epoch, streams to replay, workers released, sources removed) as ``control``
+messages its workers follow (:mod:`stream.worker`), and learns that a stream has ended
+from the ``eos`` the detector publishes (it subscribes like any client).
 """
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import multiprocessing as mp
+import os
 import shutil
 import signal
 import tempfile
 import time
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -49,8 +56,9 @@ from . import protocol as P
 from .control import ControlError, encode, make_reply, parse_request
 from .detector_worker import detector_main
 from .engine_worker import engine_main
-from .grabber import grabber_main, stream_ended
+from .grabber import grabber_main
 from .metrics import Metrics
+from .worker import SupervisorState, grabber_target, source_key
 from .sources import SourceError, probe_source, safe_uri, source_kind
 
 log = logging.getLogger(__name__)
@@ -76,10 +84,7 @@ class Worker:
     next_start: float = 0.0
     finished: bool = False
     failed: bool = False
-    done: Any = None  # Event: a grabber has sent its EOS
-    release: Any = None  # Event: the process may close its sockets and exit
-    removed: Any = None  # Event: the source was removed at runtime (EOS reason "removed", no replay)
-    removing: bool = False
+    removing: bool = False  # removed at runtime (EOS reason "removed", no replay)
     live: bool = False
     uri: str = ""
     slot: int = 0  # grabber metrics port offset
@@ -93,17 +98,16 @@ class Endpoints:
     events: str
     tmpdir: str | None = None
     control: str | None = None
+    supervisor: str | None = None  # the supervisor's state for its workers (control PUB), ipc in tmpdir
 
 
 def resolve_endpoints(cfg: StreamConfig) -> Endpoints:
     s = cfg.stream.transport
-    tmpdir = None
-    if s.snippet_endpoint is None or s.window_endpoint is None or s.control_endpoint is None:
-        tmpdir = tempfile.mkdtemp(prefix="menet-run-")  # mode 0700: only this user reaches its ipc sockets
+    tmpdir = tempfile.mkdtemp(prefix="menet-run-")  # mode 0700: only this user reaches its ipc sockets
     snippets = s.snippet_endpoint or f"ipc://{tmpdir}/snippets"
     windows = s.window_endpoint or f"ipc://{tmpdir}/windows"
     control = s.control_endpoint or f"ipc://{tmpdir}/control"
-    return Endpoints(snippets, windows, s.event_endpoint, tmpdir, control)
+    return Endpoints(snippets, windows, s.event_endpoint, tmpdir, control, f"ipc://{tmpdir}/supervisor")
 
 
 def is_live_uri(uri: str) -> bool:
@@ -146,17 +150,18 @@ class Supervisor:
         self._zctx: Any = None
         self._push: Any = None
         self._transport: Any = None
-        self.epoch = self.ctx.Value("i", 0)  # replay epoch shared with every worker (docs/streaming.md)
-        self.state_dir: str | None = None
+        # the run's state as the workers see it, published whole as `control` messages (docs/protocol.md)
+        self.state = SupervisorState()
+        self._state_pub: Any = None
+        self._state_sent = 0.0
+        self._eos_sub: Any = None  # follows the detector's published `eos`: which streams have ended
+        self._ended_streams: set[tuple[str, int]] = set()  # (stream id, instance)
         self._ctl: Any = None  # control REP socket (stream.control)
         self._pending: _PendingAdd | _PendingRemove | None = None  # the control request being served
         self._probe_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._retired: list[tuple[Worker, float]] = []  # removed grabbers released, waiting to exit
         self._slots: dict[str, int] = {}  # stream id -> grabber metrics port offset
         self._instances: dict[str, int] = {}  # stream id -> instance of its latest add
-        from prometheus_client import Counter
-        self.control_requests = Counter("menet_control_requests", "control requests (menet sources) by op and result",
-                                        ["op", "result"], registry=self.metrics.registry)
 
     # ------------------------------------------------------------ start
 
@@ -203,15 +208,13 @@ class Supervisor:
     def _build_workers(self) -> None:
         ep = self.endpoints
         assert ep is not None
-        c = self.ctx
-        engine_release = c.Event()
         self.workers = [
             Worker("detector", "detector", detector_main,
                    (self.cfg, self.checkpoint, ep.windows, ep.events, self._port(1), self.log_level,
-                    self.epoch, self.state_dir)),
+                    ep.supervisor, 1)),  # 1: this supervisor's own subscription (it follows the eos)
             Worker("engine", "engine", engine_main,
                    (self.cfg, self.checkpoint, ep.snippets, ep.windows, self._port(2), self.log_level,
-                    engine_release, self.epoch), release=engine_release),
+                    ep.supervisor)),
         ]
         for sid, uri in self.sources:
             self.workers.append(self._grabber(sid, uri))
@@ -220,22 +223,15 @@ class Supervisor:
         """A grabber worker for source ``sid`` (a new instance when the id was used before)."""
         ep = self.endpoints
         assert ep is not None
-        c = self.ctx
         slot = self._slots.setdefault(sid, len(self._slots))
+        # the grabber stamps its instance on every message; the detector's event ids of a new instance are new
         instance = self._instances.get(sid, -1) + 1
         self._instances[sid] = instance
-        if instance and self.state_dir:
-            # the detector reads it when it takes the stream up: event ids of this instance are new ones
-            folder = os.path.join(self.state_dir, "instances")
-            os.makedirs(folder, exist_ok=True)
-            with open(os.path.join(folder, sid), "w") as f:
-                f.write(str(instance))
-        done, release, removed = c.Event(), c.Event(), c.Event()
         return Worker(f"grabber:{sid}", "grabber", grabber_main,
-                      (self.cfg, sid, uri, ep.snippets, self._port(3 + slot), self.log_level,
-                       done, release, self.epoch, self.state_dir, removed, instance),
-                      restart=is_live_uri(uri), live=is_live_uri(uri), stream=sid, done=done, release=release,
-                      removed=removed, uri=uri, slot=slot, instance=instance)
+                      (self.cfg, sid, uri, ep.snippets, self._port(3 + slot), self.log_level, ep.supervisor,
+                       instance),
+                      restart=is_live_uri(uri), live=is_live_uri(uri), stream=sid, uri=uri, slot=slot,
+                      instance=instance)
 
     def _start(self, w: Worker) -> None:
         w.proc = self.ctx.Process(target=w.target, args=w.args, name=w.name, daemon=False)
@@ -282,7 +278,7 @@ class Supervisor:
 
     def _reply(self, reply: dict[str, Any], op: str, result: str) -> None:
         import zmq
-        self.control_requests.labels(op, result).inc()
+        self.metrics.control_requests.labels(op, result).inc()
         try:
             self._ctl.send(encode(reply), zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # the client went away: nothing to tell
@@ -339,7 +335,7 @@ class Supervisor:
                 state = "removing"
             elif w.failed:
                 state = "failed"
-            elif w.finished:
+            elif w.finished or self._ended(w):  # _ended reads the detector's latest eos messages first
                 state = "ended"
             elif w.proc is None:
                 state = "restarting"
@@ -378,8 +374,8 @@ class Supervisor:
         log.info("control: removing source %s (%s)", sid, safe_uri(w.uri))
         w.removing = True
         w.restart = False  # never restarted again
-        w.removed.set()
-        if w.proc is not None and w.proc.is_alive() and not w.done.is_set():
+        self._set_state(removed=self.state.removed | {source_key(sid, w.instance)})
+        if w.proc is not None and w.proc.is_alive() and not self._ended(w):
             w.proc.terminate()  # SIGTERM: last snippets, EOS (reason "removed"), then it lingers until released
         self._pending = _PendingRemove(w, time.monotonic())
         return None
@@ -417,13 +413,17 @@ class Supervisor:
         confirmed = self._ended(w)
         if not confirmed:
             alive = w.proc is not None and w.proc.is_alive()
-            if not alive and not w.done.is_set() and not p.eos_sent and not w.failed:
+            eos = P.make_header(P.EOS, 0, stream=sid, n_snippets=None, reason="removed")
+            if w.instance:
+                eos["instance"] = w.instance
+            if not alive and not p.eos_sent and not w.failed:
                 # the grabber is gone (it died, was never up, or is waiting for a restart): end the stream for it
-                self._send(P.make_header(P.EOS, 0, stream=sid, n_snippets=None, reason="removed"))
+                self._send(eos)
                 p.eos_sent = True
                 p.notes.append("EOS sent by the supervisor")
-            elif p.resend and (w.done.is_set() or not alive):
-                self._send(P.make_header(P.EOS, 0, stream=sid, n_snippets=None, reason="removed"))
+            elif p.resend and (not alive or time.monotonic() - p.started > 5.0):
+                # a core worker restarted meanwhile: the grabber's EOS may be lost with it
+                self._send(eos)
                 p.resend = False
                 p.notes.append("EOS sent again after a worker restart")
             if time.monotonic() - p.started < timeout:
@@ -442,17 +442,11 @@ class Supervisor:
         return True
 
     def _retire(self, w: Worker) -> None:
-        """Forget grabber ``w`` (removed, or replaced by a new instance): release it, drop its end marker."""
-        if w.release is not None:
-            w.release.set()
+        """Forget grabber ``w`` (removed, or replaced by a new instance): release it."""
+        self._release(w)
         if w in self.workers:
             self.workers.remove(w)
         self.metrics.up.labels(w.name).set(0)
-        if self.state_dir and w.stream:
-            try:
-                os.unlink(os.path.join(self.state_dir, "ended", w.stream))
-            except FileNotFoundError:
-                pass
         if w.proc is not None:
             self._retired.append((w, time.monotonic()))
 
@@ -485,12 +479,12 @@ class Supervisor:
         """Check, start, supervise, stop; returns the exit status."""
         self.check()
         self.endpoints = resolve_endpoints(self.cfg)
-        self.state_dir = tempfile.mkdtemp(prefix="menet-state-")
         prev = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.metrics.set_health(self.health)
             self.metrics.serve(self._port(0))
             self._open_control()
+            self._open_state()
             self._build_workers()
             log.info("snippets %s, windows %s, events %s, control %s (menet subscribe --endpoint %s; "
                      "menet sources --control %s list|add|remove)", self.endpoints.snippets, self.endpoints.windows,
@@ -507,20 +501,72 @@ class Supervisor:
                 self._probe_pool.shutdown(wait=False, cancel_futures=True)
             if self._ctl is not None:
                 self._ctl.close(linger=0)
-            if self._push is not None:
-                self._push.close(linger=0)
+            for sock in (self._push, self._state_pub, self._eos_sub):
+                if sock is not None:
+                    sock.close(linger=0)
             if self._zctx is not None:
                 self._transport.close()
                 self._zctx.term()
-            if self.state_dir:
-                shutil.rmtree(self.state_dir, ignore_errors=True)
             self.metrics.close()
             if self.endpoints and self.endpoints.tmpdir:
                 shutil.rmtree(self.endpoints.tmpdir, ignore_errors=True)
 
+    # ------------------------------------------------------------ state shared by protocol messages
+
+    def _open_state(self) -> None:
+        """The control PUB the workers follow, and a SUB on the detector's events for the ``eos``."""
+        import zmq
+        assert self.endpoints is not None and self.endpoints.supervisor
+        self._zmq()
+        self._state_pub = self._transport.socket(zmq.PUB, self.endpoints.supervisor, bind=True, hwm=16, linger_ms=0)
+        # every message of the detector: events are small, and the eos of every stream is what matters here
+        self._eos_sub = self._transport.socket(zmq.SUB, self.endpoints.events, bind=False, hwm=100_000, linger_ms=0,
+                                               options={zmq.SUBSCRIBE: b""})
+
+    def _set_state(self, **changes: Any) -> None:
+        self.state = dataclasses.replace(self.state, **changes)
+        self._publish_state()
+
+    def _publish_state(self) -> None:
+        """Send the whole state (at once after a change, else a few times a second for late joiners)."""
+        import zmq
+        if self._state_pub is None:
+            return
+        try:
+            self._state_pub.send_multipart(P.encode(self.state.to_header()), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+        self._state_sent = time.monotonic()
+
+    def _follow_detector(self) -> None:
+        """Record every stream end the detector has published (``eos`` with the source instance)."""
+        import zmq
+        if self._eos_sub is None:
+            return
+        while True:
+            try:
+                frames = self._eos_sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msg = P.decode(frames, with_topic=True)
+            except P.ProtocolError as exc:
+                self.metrics.malformed.inc()
+                log.warning("supervisor: malformed message from the detector dropped: %s", exc)
+                continue
+            if msg.type == P.EOS:
+                self._ended_streams.add((msg.header["stream"], msg.header.get("instance", 0)))
+
+    def _release(self, w: Worker) -> None:
+        """Let worker ``w`` close its sockets and exit (it lingers until then)."""
+        target = "engine" if w.role == "engine" else grabber_target(w.stream or "", w.instance)
+        if w.role in ("engine", "grabber") and target not in self.state.released:
+            self._set_state(released=self.state.released | {target})
+
     def _ended(self, w: Worker) -> bool:
-        """The detector has published the end of grabber ``w``'s stream (its marker names w's instance)."""
-        return stream_ended(self.state_dir, w.stream or "", w.instance)
+        """The detector has published the end of grabber ``w``'s stream (an ``eos`` naming w's instance)."""
+        self._follow_detector()
+        return (w.stream or "", w.instance) in self._ended_streams
 
     def _request_replay(self, why: str) -> None:
         """A core worker lost its in-flight state: file streams not yet ended are sent again."""
@@ -528,14 +574,13 @@ class Supervisor:
                    and not w.removing and not self._ended(w)]
         if isinstance(self._pending, _PendingRemove):
             self._pending.resend = True  # the removed stream's EOS may have been lost with the worker
-        with self.epoch.get_lock():
-            self.epoch.value += 1
+        self._set_state(epoch=self.state.epoch + 1, replay=frozenset(s for s in pending if s))
         for w in self.workers:
             if w.role == "grabber" and w.stream in pending and w.proc is not None:
                 w.finished = False  # it sends its file again
         if pending:
             log.warning("%s: replaying file stream(s) %s from snippet 0 (epoch %d)", why, ", ".join(pending),
-                        self.epoch.value)
+                        self.state.epoch)
 
     def _supervise(self) -> bool:
         failed = False
@@ -543,6 +588,7 @@ class Supervisor:
         all_done_at: float | None = None
         while not self.stop_requested:
             now = time.monotonic()
+            self._follow_detector()
             for w in self.workers:
                 if w.finished or w.removing:  # a source being removed is followed by its _PendingRemove
                     continue
@@ -550,8 +596,8 @@ class Supervisor:
                     if now >= w.next_start:
                         self._start(w)
                     continue
-                if w.done is not None and w.done.is_set():
-                    w.finished = True
+                if w.role == "grabber" and not w.finished and self._ended(w):
+                    w.finished = True  # its end is published (it lingers until released)
                     log.info("%s finished", w.name)
                     continue
                 if w.proc.is_alive():
@@ -579,10 +625,6 @@ class Supervisor:
                 self.metrics.restarts.labels(w.name).inc()
                 log.error("%s exited with status %s; restarting in %.1f s", w.name, code, delay)
             grabbers = [w for w in self.workers if w.role == "grabber"]
-            for w in grabbers:  # a file grabber replaying after a restart is busy again
-                if w.finished and w.done is not None and w.proc is not None and not w.done.is_set() \
-                        and not w.removing:
-                    w.finished = False
             # a run whose sources were all removed keeps running: it waits for `menet sources add`
             if grabbers and all(w.finished and not w.removing for w in grabbers):
                 # wait (bounded) until the detector has published the end of every file stream, so a
@@ -595,8 +637,17 @@ class Supervisor:
             else:
                 all_done_at = None
             self._reap_retired()
+            if time.monotonic() - self._state_sent > 0.2:
+                self._publish_state()
             self._control_step(0.1)
         return failed
+
+    def _wait_publishing(self, workers: list[Worker], deadline: float) -> None:
+        """:meth:`_wait` while the state keeps going out (the workers wait for their release in it)."""
+        while any(w.proc is not None and w.proc.is_alive() for w in workers) and time.monotonic() < deadline:
+            self._publish_state()
+            time.sleep(0.05)
+        self._wait(workers, deadline)
 
     def _wait(self, workers: list[Worker], deadline: float) -> None:
         for w in workers:
@@ -612,15 +663,16 @@ class Supervisor:
         """Grabbers flush (EOS), the engine drains and flushes, the detector publishes the rest.
 
         Each sender keeps its socket open until the next stage has finished (see
-        :func:`stream.grabber.linger_until_released`), so nothing queued is lost."""
+        :meth:`stream.worker.WorkerShell.linger_until_released`), so nothing queued is lost."""
         s = self.cfg.stream.supervisor
         deadline = time.monotonic() + s.shutdown_timeout_s
         grabbers = [w for w in self.workers if w.role == "grabber"]
         for w in grabbers:
-            if w.proc is not None and w.proc.is_alive() and not w.done.is_set():
-                w.proc.terminate()  # SIGTERM: flush the last snippets, send EOS, set done
+            if w.proc is not None and w.proc.is_alive() and not self._ended(w):
+                w.proc.terminate()  # SIGTERM: flush the last snippets, send EOS
         for w in grabbers:
-            while w.proc is not None and w.proc.is_alive() and not w.done.is_set() and time.monotonic() < deadline:
+            while w.proc is not None and w.proc.is_alive() and not self._ended(w) and time.monotonic() < deadline:
+                self._publish_state()
                 time.sleep(0.05)
         engine = next(w for w in self.workers if w.role == "engine")
         detector = next(w for w in self.workers if w.role == "detector")
@@ -636,9 +688,8 @@ class Supervisor:
             detector.proc.terminate()  # SIGTERM: flush its mergers and publish
         self._wait([detector], deadline)
         for w in self.workers:
-            if w.release is not None:
-                w.release.set()
-        self._wait([engine] + grabbers + [w for w, _ in self._retired], deadline + 5)
+            self._release(w)
+        self._wait_publishing([engine] + grabbers + [w for w, _ in self._retired], deadline + 5)
         self._retired.clear()
         for w in self.workers:
             self.metrics.up.labels(w.name).set(0)

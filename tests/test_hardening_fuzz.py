@@ -26,7 +26,8 @@ from stream.cli import main as menet
 from stream.detector_worker import DetectorCore
 from stream.engine_worker import EngineCore
 from stream.grabber import Grabber, sanitize_frame
-from stream.metrics import Metrics, receive_valid
+from stream.metrics import Metrics
+from stream.worker import receive_valid
 from stream.sources import FrameItem, Source, StatusItem
 from hardening_results import record
 from stream_support import write_config

@@ -4,6 +4,8 @@ source and the grabber. The same through real `menet run` processes: tests/test_
 (remove / re-add) and tests/test_hardening_video.py (bad files), both slow."""
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import threading
 from pathlib import Path
@@ -17,7 +19,8 @@ from stream.control import ControlError, parse_request, valid_stream_id
 from stream.detector_worker import DetectorCore
 from engine.runtime.split import DetectorStages, EngineStages
 from stream.engine_worker import EngineCore
-from stream.grabber import Grabber, decode_error_counter, stream_ended
+from stream.grabber import Grabber
+from stream.worker import SupervisorState, grabber_target, source_key
 from stream.metrics import Metrics
 from stream.sources import FileSource, SourceError, open_source
 from bad_videos import count_frames, make_bad_videos
@@ -61,26 +64,28 @@ def test_valid_control_requests() -> None:
     assert valid_stream_id("a.b_c-1") and not valid_stream_id("a/b") and not valid_stream_id("x" * 65)
 
 
-def test_end_marker_names_the_instance(tmp_path: Path) -> None:
-    (tmp_path / "ended").mkdir()
-    assert not stream_ended(str(tmp_path), "cam", 0)
-    (tmp_path / "ended" / "cam").write_text("3")  # written before instances existed: instance 0
-    assert stream_ended(str(tmp_path), "cam") and stream_ended(str(tmp_path), "cam", 0)
-    assert not stream_ended(str(tmp_path), "cam", 1)
-    (tmp_path / "ended" / "cam").write_text("3 1")
-    assert stream_ended(str(tmp_path), "cam", 1) and not stream_ended(str(tmp_path), "cam", 0)
+def test_supervisor_state_travels_as_a_control_message() -> None:
+    """The supervisor's state (replay epoch, streams to replay, releases, removals) is one validated
+    protocol message; what a worker decodes is what was sent."""
+    state = SupervisorState(3, frozenset({"cam"}), frozenset({"engine", grabber_target("cam", 1)}),
+                            frozenset({source_key("cam", 1)}))
+    msg = P.decode(P.encode(state.to_header()))
+    assert msg.type == P.CONTROL and SupervisorState.from_header(msg.header) == dataclasses.replace(state, received=True)
+    with pytest.raises(P.ProtocolError, match="replay"):
+        P.decode(P.encode({**state.to_header(), "replay": "cam"}))
 
 
 def test_readded_source_is_a_new_instance_with_new_event_ids(stream_setup, tmp_path: Path) -> None:
     """What the supervisor does on remove + add of the same id: the first instance ends (EOS: engine
-    and detector free its state), the second starts from snippet 0 with `instances/ID` = 1, so its
-    events (same video: same detections) get ids the subscriber has not seen."""
+    and detector free its state), the second starts from snippet 0 as instance 1 (stamped by its
+    grabber on every snippet and carried by the engine's windows), so its events (same video: same
+    detections) get ids the subscriber has not seen, and its published eos names instance 1."""
     torch.set_num_threads(1)
     cfg = stream_setup["cfg"]
     ckpt = str(stream_setup["ckpt"])
     video = make_video(tmp_path / "v.mp4", seed=5, seconds=14.0)
     engine = EngineCore(cfg, EngineStages(cfg, ckpt))
-    detector = DetectorCore(cfg, DetectorStages(cfg, ckpt), state_dir=str(tmp_path))
+    detector = DetectorCore(cfg, DetectorStages(cfg, ckpt))
     out: list[dict] = []
 
     def send(frames, block):
@@ -95,14 +100,10 @@ def test_readded_source_is_a_new_instance_with_new_event_ids(stream_setup, tmp_p
 
     runs = []
     for instance in (0, 1):
-        if instance:
-            (tmp_path / "instances").mkdir()
-            (tmp_path / "instances" / "cam").write_text("1")
         out.clear()
         source = open_source(str(video), cfg.stream.sources)
         Grabber(cfg, "cam", source, send, epoch=0, instance=instance).run(threading.Event())
         assert not engine.streams and not detector.streams  # state freed at the end of stream
-        assert stream_ended(str(tmp_path), "cam", instance)
         runs.append([h for h in out if h["type"] == P.EVENT])
         eos = [h for h in out if h["type"] == P.EOS]
         assert len(eos) == 1 and eos[0].get("instance", 0) == instance
@@ -146,7 +147,7 @@ def test_damaged_files_end_after_their_readable_frames(bad_videos, stream_setup,
     ended = [h for h in sent if h["type"] == P.STATUS][-1]
     assert eos["type"] == P.EOS and eos["n_frames"] == readable == g.frames
     assert eos["n_snippets"] == len([h for h in sent if h["type"] == P.SNIPPET])
-    errors = decode_error_counter(metrics).labels(name)._value.get()
+    errors = metrics.decode_errors.labels(name)._value.get()
     if name == "empty_avi":
         assert readable == reported == 0 and eos["n_snippets"] == 0 and eos["reason"] == "end"
         assert "zero-length" in ended["detail"] and errors == 0
