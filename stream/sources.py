@@ -219,7 +219,7 @@ class FileSource(Source):
 
 
 class SyntheticSource(Source):
-    """``engine.synthetic`` rendered on the fly; ``rate=realtime`` paces it (live), ``max`` does not."""
+    """``synth`` (the synthetic generator) rendered on the fly; ``rate=realtime`` paces it (live), ``max`` does not."""
 
     def __init__(self, uri: str, cfg: SourceSettings) -> None:
         super().__init__(uri)

@@ -1,6 +1,6 @@
 """Damaged video files for the bad-input tests (not a test module).
 
-``make_bad_videos(folder)`` writes, from one generated mp4 (``engine.synthetic``, 100 frames at 10 fps):
+``make_bad_videos(folder)`` writes, from one generated mp4 (``synth``, 100 frames at 10 fps):
 
 * ``trunc.mp4``: the mp4 cut in half. OpenCV's mp4 writer puts the index (``moov``) at the end,
   so this file cannot be opened at all;
