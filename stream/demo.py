@@ -20,9 +20,11 @@ import numpy as np
 
 from stream.settings import StreamConfig, load_config
 
+from engine.evaluation.delay import DelayReport, detection_delays
+
 from . import protocol as P
 from .sources import SyntheticSource
-from .subscriber import Subscriber
+from .subscriber import Subscriber, event_state
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_CHECKPOINT = REPO_ROOT / "checkpoints" / "menet-tiny-synth.pt"
@@ -32,17 +34,23 @@ DEMO_TIOU = np.linspace(0.5, 0.95, 10)
 @dataclass
 class DemoReport:
     truth: list[tuple[float, float, str]]
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)  # final events (what offline inference gives)
+    first_seen: dict[str, dict[str, Any]] = field(default_factory=dict)  # event id -> its first message
+    updates: int = 0  # lifecycle messages (provisional, open, retracted) received
+    announced: list[dict[str, Any]] = field(default_factory=list)  # every event message but retractions
     dropped_snippets: int = 0
     statuses: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
     average_mAP: float = 0.0
     mAP_at_05: float = 0.0
+    first_mAP_at_05: float = float("nan")  # each event as first published (provisional / open / final)
     matched: list[tuple[tuple[float, float, str], dict[str, Any] | None, float]] = field(default_factory=list)
     show_min_score: float = 0.0  # events below this score are counted and scored, not printed
     printed: int = 0
+    delays: DelayReport = field(default_factory=DelayReport)
 
-    def latency(self, q: float) -> float:
+    def compute_latency(self, q: float) -> float:
+        """Percentile of the events' ``latency_s``: newest snippet captured -> event published."""
         lat = [e["latency_s"] for e in self.events if "latency_s" in e]
         return float(np.percentile(lat, q)) if lat else float("nan")
 
@@ -60,17 +68,26 @@ def _tiou(a: tuple[float, float], b: tuple[float, float]) -> float:
 
 
 def score(report: DemoReport, video: str = "demo") -> None:
-    """mAP with the ActivityNet protocol, and the best-overlapping detection of each true segment."""
+    """mAP with the ActivityNet protocol (final events; and every event as first published), the
+    detection delay, and the best-overlapping final detection of each true segment."""
     from engine.evaluation.activitynet import evaluate_detection
     from engine.evaluation.ground_truth import ground_truth_from_annotations
     from engine.evaluation.results_format import predictions_from_results
 
     gt = ground_truth_from_annotations([(video, s, e, lab) for s, e, lab in report.truth], videos=[video])
-    results = {video: [{"segment": [e["start"], e["end"]], "score": e["score"], "label": e["label"]}
-                       for e in report.events]}
-    res = evaluate_detection(gt, predictions_from_results(results, source="demo events"), DEMO_TIOU)
+
+    def evaluate(events: list[dict[str, Any]]) -> Any:
+        results = {video: [{"segment": [e["start"], e["end"]], "score": e["score"], "label": e["label"]}
+                           for e in events]}
+        return evaluate_detection(gt, predictions_from_results(results, source="demo events"), DEMO_TIOU)
+
+    res = evaluate(report.events)
     report.average_mAP = res.average_mAP
     report.mAP_at_05 = float(res.mAP[0])
+    first = list(report.first_seen.values())
+    if first:
+        report.first_mAP_at_05 = float(evaluate(first).mAP[0])
+    report.delays = detection_delays(report.truth, report.announced)
     for seg in report.truth:
         same = [e for e in report.events if e["label"] == seg[2]]
         best = max(same, key=lambda e: _tiou((e["start"], e["end"]), seg[:2]), default=None)
@@ -135,12 +152,21 @@ def _collect(report: DemoReport, sub: Subscriber, proc: subprocess.Popen, out: C
             continue
         h = msg.header
         if msg.type == P.EVENT:
-            report.events.append(h)
-            if h["score"] < report.show_min_score:
-                continue  # scored like every other event; only the printout skips it
+            state = event_state(h)
+            new = h["event_id"] not in report.first_seen and state != "retracted"
+            if new:
+                report.first_seen[h["event_id"]] = h
+            if state != "retracted":
+                report.announced.append(h)
+            if state == "final":
+                report.events.append(h)
+            else:
+                report.updates += 1
+            if h["score"] < report.show_min_score or not (new or state == "final"):
+                continue  # scored like every other event; only the printout skips it (and updates)
             report.printed += 1
-            out(f"  [{time.monotonic() - t0:6.1f}s] event {h['label']:<7} {h['start']:6.2f}-{h['end']:6.2f} s "
-                f"score {h['score']:.3f} latency {h.get('latency_s', float('nan')):.2f} s")
+            out(f"  [{time.monotonic() - t0:6.1f}s] {state:<11} {h['label']:<7} {h['start']:6.2f}-{h['end']:6.2f} s "
+                f"score {h['score']:.3f} compute latency {h.get('latency_s', float('nan')):.2f} s")
         elif msg.type == P.GAP:
             report.dropped_snippets += int(h.get("count", 0))
         elif msg.type == P.STATUS:
@@ -154,15 +180,20 @@ def _collect(report: DemoReport, sub: Subscriber, proc: subprocess.Popen, out: C
 def format_report(r: DemoReport, top: int = 3) -> str:
     shown = (f" ({r.printed} printed: score >= {r.show_min_score:g}; all of them are scored)"
              if r.printed < len(r.events) else "")
-    lines = ["", "summary", f"  true actions: {len(r.truth)}; events received: {len(r.events)}{shown}"]
+    lines = ["", "summary", f"  true actions: {len(r.truth)}; final events received: {len(r.events)}{shown}; "
+                            f"lifecycle updates (provisional, open, retracted): {r.updates}"]
     for (s, e, lab), best, iou in r.matched:
         found = (f"best {best['label']} event {best['start']:.2f}-{best['end']:.2f} s (tIoU {iou:.2f}, "
                  f"score {best['score']:.3f})" if best else "no event of this class")
         lines.append(f"  truth {lab:<7} {s:6.2f}-{e:6.2f} s: {found}")
     lines += [
-        f"  mAP@0.5 {r.mAP_at_05:.3f}; average mAP (tIoU 0.5:0.05:0.95) {r.average_mAP:.3f}",
-        f"  event latency (last snippet captured -> published): p50 {r.latency(50):.2f} s, "
-        f"p95 {r.latency(95):.2f} s",
+        f"  final events: mAP@0.5 {r.mAP_at_05:.3f}; average mAP (tIoU 0.5:0.05:0.95) {r.average_mAP:.3f}",
+        f"  events as first published (provisional, open or final): mAP@0.5 {r.first_mAP_at_05:.3f}",
+        f"  detection delay (an action's last frame captured -> its first matching event, same label and "
+        f"tIoU >= 0.5): p50 {r.delays.percentile(50):.1f} s, p95 {r.delays.percentile(95):.1f} s; "
+        f"{r.delays.reported} of {len(r.delays.actions)} true actions reported",
+        f"  compute latency (newest snippet captured -> event published): p50 {r.compute_latency(50):.2f} s, "
+        f"p95 {r.compute_latency(95):.2f} s",
         f"  dropped snippets: {r.dropped_snippets}; wall time {r.wall_seconds:.1f} s",
     ]
     return "\n".join(lines)

@@ -28,6 +28,7 @@ import torch
 
 from engine.postprocess.decode import decode_window
 from engine.online import EventIdentity, StreamMerger
+from engine.online.lifecycle import FINAL, EventLifecycle, EventUpdate
 from engine.postprocess.windows import Detections
 from engine.runtime.split import DetectorStages
 
@@ -44,6 +45,7 @@ class _DStream:
     merger: StreamMerger
     last_start: int
     ids: EventIdentity
+    events: EventLifecycle
     last_header: dict[str, Any] = field(default_factory=dict)  # stamps for events released by a flush
     live: bool = True
     processed: int = 0  # windows pushed into the merger
@@ -84,7 +86,7 @@ class DetectorCore:
         elif t == P.EOS:
             st = self.streams.pop(h["stream"], None)
             if st is not None:
-                self._publish(h["stream"], st, st.merger.flush(), None)
+                self._release(h["stream"], st, st.merger.flush(), None, closing=True)
             # the published eos names the source instance it ends: the supervisor (a subscriber) learns
             # from it that the stream is complete, which replaces any shared state between processes
             instance = h.get("instance") or (st.ids.instance if st is not None else 0)
@@ -100,7 +102,7 @@ class DetectorCore:
     def flush_all(self) -> None:
         for sid in list(self.streams):
             st = self.streams.pop(sid)
-            self._publish(sid, st, st.merger.flush(), None)
+            self._release(sid, st, st.merger.flush(), None, closing=True)
 
     def _republish(self, h: dict[str, Any]) -> None:
         self.outbox.append((h["stream"], {**h, "seq": self.seq()}))
@@ -126,13 +128,15 @@ class DetectorCore:
             return
         if st is not None and h["start"] < st.last_start:
             log.info("%s: window start went back (%d < %d): new merge segment", sid, h["start"], st.last_start)
-            self._publish(sid, st, st.merger.flush(), None)
+            self._release(sid, st, st.merger.flush(), None, closing=True)
             st = None
         if st is None:
+            ids = EventIdentity(sid, h.get("instance", 0))
+            d = self.cfg.stream.detector
             st = self.streams[sid] = _DStream(
                 StreamMerger(h["sps"], self.cfg.inference, None, max_lag=self._max_lag(bool(h.get("live"))),
                              keep_history=False),
-                h["start"], EventIdentity(sid, h.get("instance", 0)), live=live)
+                h["start"], ids, EventLifecycle(ids, d.guard_s, d.provisional_min_score), live=live)
         st.last_start = h["start"]
         st.processed += 1
         st.last_header = h
@@ -156,35 +160,54 @@ class DetectorCore:
             if h["final"]:
                 out = Detections.concatenate([out, st.merger.flush()])
         m.windows.labels(sid).inc()
-        self._publish(sid, st, out, h, t_in)
+        self._release(sid, st, out, h, closing=bool(h["final"]))
         if h["final"]:
             self.streams.pop(sid, None)
 
-    def _publish(self, sid: str, st: _DStream, dets: Detections, h: dict[str, Any] | None,
-                 t_in: float | None = None) -> None:
-        if len(dets) == 0:
+    def _release(self, sid: str, st: _DStream, final: Detections, h: dict[str, Any] | None,
+                 closing: bool = False) -> None:
+        """Publish what the merger made final and, with the lifecycle on, the state of what it still
+        holds after window ``h`` (``closing``: the merge segment is over, nothing is pending)."""
+        finite = np.isfinite(final.segments).all(axis=1) & np.isfinite(final.scores) & \
+            (final.segments[:, 1] >= final.segments[:, 0])
+        if not finite.all():
+            self.nonfinite.labels("event").inc(int((~finite).sum()))
+            final = Detections(final.segments[finite], final.scores[finite], final.labels[finite])
+        updates = st.events.final(final)
+        if self.cfg.stream.detector.lifecycle:
+            if closing:
+                updates += st.events.flush()
+            elif h is not None:
+                edge = (h["start"] + h["valid"]) * h["sps"]
+                updates += st.events.window(st.merger.pending, edge, st.merger.emit_floor())
+        else:
+            st.events.tracked.clear()
+        self._publish(sid, st, updates, h)
+
+    def _publish(self, sid: str, st: _DStream, updates: list[EventUpdate], h: dict[str, Any] | None) -> None:
+        if not updates:
             return
         if h is None:
             h = st.last_header
         now = time.time()
         t_ref, t_cap = h.get("t_stream_ref", 0.0), h.get("t_capture", now)
-        for (s, e), score, lab in zip(dets.segments, dets.scores, dets.labels):
-            s, e, lab = float(s), float(e), int(lab)
-            if not (np.isfinite(s) and np.isfinite(e) and np.isfinite(score) and e >= s):
-                self.nonfinite.labels("event").inc()
-                continue
-            eid = st.ids.assign(lab, s, e)
-            label = self.class_names[lab] if 0 <= lab < len(self.class_names) else str(lab)
+        for u in updates:
+            label = self.class_names[u.label] if 0 <= u.label < len(self.class_names) else str(u.label)
+            fields: dict[str, Any] = {} if u.state == FINAL and not self.cfg.stream.detector.lifecycle \
+                else {"state": u.state}
             header = P.make_header(
-                P.EVENT, self.seq(), stream=sid, event_id=eid, label=label, class_id=lab, score=float(score),
-                start=s, end=e, start_wall=t_cap - (t_ref - s), end_wall=t_cap - (t_ref - e),
+                P.EVENT, self.seq(), stream=sid, event_id=u.event_id, label=label, class_id=u.label, score=u.score,
+                start=u.start, end=u.end, start_wall=t_cap - (t_ref - u.start), end_wall=t_cap - (t_ref - u.end),
                 window=int(h.get("index", 0)), t_capture=t_cap, t_engine_in=h.get("t_engine_in", t_cap),
-                t_window=h.get("t_window", t_cap), t_published=now, latency_s=now - t_cap)
+                t_window=h.get("t_window", t_cap), t_published=now, latency_s=now - t_cap, **fields)
             if st.ids.instance:
                 header["instance"] = st.ids.instance
             self.outbox.append((sid, header))
-            self.metrics.events.labels(sid).inc()
-            self.metrics.end_to_end.observe(max(0.0, now - t_cap))
+            if u.state == FINAL:
+                self.metrics.events.labels(sid).inc()
+                self.metrics.end_to_end.observe(max(0.0, now - t_cap))
+            else:
+                self.metrics.event_updates.labels(u.state).inc()
         # later events all end after the merger's floor: older ids cannot collide any more
         # (1 ms below it covers the 0.1 ms rounding of the id key)
         st.ids.forget_ending_before(st.merger.emit_floor() - 1e-3)

@@ -87,6 +87,8 @@ class EngineCore:
         self.layout = WindowLayout(cfg.data.window, cfg.data.hop)
         self.W, self.hop = self.layout.window, self.layout.hop
         self.gap_fill = cfg.stream.engine.gap_fill
+        self.max_age = cfg.stream.engine.max_snippet_age_s
+        self.stale_gaps: dict[str, dict[str, Any]] = {}  # stream -> stale live snippets not yet announced
         self.streams: dict[str, _Stream] = {}
         self.pending: list[tuple[_Stream, dict[str, Any], np.ndarray, float]] = []
         self.pending_since = 0.0
@@ -125,6 +127,7 @@ class EngineCore:
         # control messages keep their order relative to the stream's snippets
         self.run_batch()
         if t == P.GAP:
+            self._announce_stale(h["stream"])
             st = self.streams.get(h["stream"])
             if st is not None:
                 self._gap(st, h["first"] + h["count"], h["reason"])
@@ -180,6 +183,10 @@ class EngineCore:
                 self.metrics.malformed.inc()
                 log.warning("%s: stale snippet %d (expected %d) dropped", sid, idx, st.expected)
                 return
+        if st.live and self.max_age is not None and t_in - h["t_capture"] > self.max_age:
+            self._stale_snippet(st, h, t_in)
+            return
+        self._announce_stale(sid)
         if idx > st.expected:
             self.run_batch()
             if idx > st.expected:
@@ -191,6 +198,29 @@ class EngineCore:
             self.pending_since = time.monotonic()
         self.pending.append((st, h, clip, t_in))
         self.metrics.snippets.labels(sid).inc()
+
+    def _stale_snippet(self, st: _Stream, h: dict[str, Any], t_in: float) -> None:
+        """A live snippet that waited too long (a backlog in the queues): it is dropped, counted and,
+        with its stale neighbours, announced as one gap once the stream is fresh again."""
+        self.metrics.snippets_stale.labels(st.id).inc()
+        gap = self.stale_gaps.get(st.id)
+        if gap is not None and gap["first"] + gap["count"] == h["index"]:
+            gap["count"] += 1
+            return
+        self._announce_stale(st.id)
+        log.warning("%s: live snippet %d is %.1f s old (> max_snippet_age_s %g): dropped", st.id, h["index"],
+                    t_in - h["t_capture"], self.max_age)
+        self.stale_gaps[st.id] = {"first": h["index"], "count": 1, "t_capture": h["t_capture"]}
+
+    def _announce_stale(self, sid: str) -> None:
+        gap = self.stale_gaps.pop(sid, None)
+        st = self.streams.get(sid)
+        if gap is None or st is None:
+            return
+        self.run_batch()
+        self._gap(st, gap["first"] + gap["count"], "stale")
+        self._forward(P.make_header(P.GAP, 0, stream=sid, first=gap["first"], count=gap["count"], reason="stale",
+                                    t_capture=gap["t_capture"]))
 
     def batch_due(self, now: float | None = None) -> bool:
         if not self.pending:
@@ -265,6 +295,7 @@ class EngineCore:
                      reason, st.windower.fill_limit, next_index)
 
     def _eos(self, h: dict[str, Any]) -> None:
+        self._announce_stale(h["stream"])
         st = self.streams.pop(h["stream"], None)
         if st is not None:
             self._end_segment(st, h.get("duration"), h.get("n_snippets"))

@@ -331,7 +331,9 @@ def grabber_main(cfg: StreamConfig, stream_id: str, uri: str, endpoint: str, met
     except SourceError as exc:
         log.error("%s: %s", stream_id, exc)
         sys.exit(EXIT_SOURCE_ERROR)
-    sock = shell.socket(zmq.PUSH, endpoint, bind=False, linger_ms=5000)
+    # IMMEDIATE: snippets queue only on a live connection. The engine binds its endpoint once its model
+    # is loaded, so "the socket can send" means "the engine is up"
+    sock = shell.socket(zmq.PUSH, endpoint, bind=False, linger_ms=5000, options={zmq.IMMEDIATE: 1})
     replayable = not source.live and control_endpoint is not None
     shell.control.wait_first(5.0)  # the epoch a restarted grabber of a replayed file must stamp
     my_epoch = shell.control.state.epoch if replayable else 0
@@ -347,6 +349,14 @@ def grabber_main(cfg: StreamConfig, stream_id: str, uri: str, endpoint: str, met
     def stop_reason() -> str:
         return "removed" if was_removed() else "stopped"
 
+    def stop_when_removed() -> None:
+        # `menet sources remove`: the supervisor lists this source as removed; it ends like a stop
+        # (last snippets, EOS of reason "removed"); SIGTERM stays the supervisor's fallback
+        if shell.control.wait_until(lambda s: me in s.removed, float("inf"), interrupt=stop.is_set):
+            stop.set()
+
+    threading.Thread(target=stop_when_removed, name="removal", daemon=True).start()
+
     sender = ZmqSender(sock, stop, abort=replay_due)
     grabber = Grabber(cfg, stream_id, source, sender, shell.metrics, epoch=my_epoch, abort=replay_due,
                       instance=instance, stop_reason=stop_reason)
@@ -355,6 +365,14 @@ def grabber_main(cfg: StreamConfig, stream_id: str, uri: str, endpoint: str, met
                                  "status": "ok" if time.time() - shell.metrics.last_activity < 30 else "degraded"})
     code = 0
     linger_s = cfg.stream.supervisor.shutdown_timeout_s + 10
+    if source.live:
+        # a live camera does not wait: snippets sent while the engine loads would pile up and be dropped,
+        # so capture starts once the engine is there to take them (files wait anyway: their sends block)
+        if not sock.poll(0, zmq.POLLOUT):
+            log.info("%s: waiting for the engine to load before capturing", stream_id)
+            while not stop.is_set() and not sock.poll(100, zmq.POLLOUT):
+                pass
+            log.info("%s: engine connected: capturing", stream_id)
     while True:
         try:
             code = grabber.run(stop)

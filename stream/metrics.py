@@ -42,10 +42,14 @@ class Metrics:
                                 ["stream"], registry=r)
         self.snippets_dropped = Counter("menet_snippets_dropped", "snippets dropped because downstream lags",
                                         ["stream"], registry=r)
+        self.snippets_stale = Counter("menet_snippets_stale", "live snippets dropped by the engine as older than "
+                                      "stream.engine.max_snippet_age_s (announced as gaps)", ["stream"], registry=r)
         self.gaps = Counter("menet_gaps", "gap messages", ["stream", "reason"], registry=r)
         self.windows = Counter("menet_windows", "windows sent (engine) or decoded (detector)", ["stream"],
                                registry=r)
-        self.events = Counter("menet_events", "events published", ["stream"], registry=r)
+        self.events = Counter("menet_events", "final events published", ["stream"], registry=r)
+        self.event_updates = Counter("menet_event_updates", "lifecycle event messages published (protocol v2: "
+                                     "provisional, open, retracted)", ["state"], registry=r)
         self.malformed = Counter("menet_malformed_messages", "messages dropped as malformed", registry=r)
         self.reconnects = Counter("menet_reconnects", "source reopen attempts", ["stream"], registry=r)
         self.restarts = Counter("menet_worker_restarts", "crashed workers restarted", ["worker"], registry=r)

@@ -3,7 +3,7 @@
 A message is one ZeroMQ multipart message::
 
     [topic]   only on the event PUB socket: the stream id, UTF-8
-    header    msgpack map: {"v": PROTOCOL_VERSION, "type": ..., "stream": ..., "seq": ..., ...}
+    header    msgpack map: {"v": 1 or 2, "type": ..., "stream": ..., "seq": ..., ...}
     buffer*   raw payloads the header describes (snippet frames, window features)
 
 Frames travel as raw ``uint8`` buffers sent with ``copy=False`` (zero-copy on the
@@ -21,7 +21,13 @@ from typing import Any, Callable, Sequence
 import msgpack
 import numpy as np
 
-PROTOCOL_VERSION = 1
+# Version 2 adds the event lifecycle (provisional, open, retracted events before the final one).
+# Everything a version-1 client knows keeps "v": 1 (final events included); only the lifecycle
+# messages carry "v": 2, so a client that checks v == 1 still gets exactly the v1 stream and drops
+# (counts) the rest. This module reads both.
+PROTOCOL_VERSION = 2
+VERSIONS = (1, 2)
+EVENT_STATES = ("provisional", "open", "final", "retracted")
 
 SNIPPET, GAP, EOS, WINDOW, EVENT, STATUS, STOP = "snippet", "gap", "eos", "window", "event", "status", "stop"
 CONTROL = "control"  # supervisor -> its workers: the run's state (replay epoch, releases, removals)
@@ -120,7 +126,7 @@ _INSTANCE: "Field" = ("instance", lambda x: _nonneg_int(x), False, "source insta
 Field = tuple[str, Callable[[Any], bool], bool, str]  # name, check, required, description
 
 _COMMON: list[Field] = [
-    ("v", lambda x: x == PROTOCOL_VERSION, True, f"protocol version {PROTOCOL_VERSION}"),
+    ("v", lambda x: x in VERSIONS and not isinstance(x, bool), True, f"protocol version, one of {VERSIONS}"),
     ("type", lambda x: x in TYPES, True, f"one of {TYPES}"),
     ("seq", _nonneg_int, True, "integer >= 0"),
 ]
@@ -145,7 +151,7 @@ SCHEMA: dict[str, list[Field]] = {
         ("stream", _stream_id, True, "stream id"),
         ("first", _nonneg_int, True, "first missing snippet index"),
         ("count", _pos_int, True, "missing snippets >= 1"),
-        ("reason", _str, True, "'dropped' or 'reconnect'"),
+        ("reason", _str, True, "'dropped', 'reconnect' or 'stale'"),
         ("t_capture", _opt(_num), False, "clock"),
         _EPOCH,
     ],
@@ -192,6 +198,9 @@ SCHEMA: dict[str, list[Field]] = {
         ("t_published", _num, True, "publish clock"),
         ("latency_s", _num, True, "t_published - t_capture"),
         _INSTANCE,
+        # v2: the event's lifecycle state; absent = final (v1). A later message for the same event_id
+        # supersedes the earlier ones.
+        ("state", lambda x: x in EVENT_STATES, False, f"one of {EVENT_STATES}"),
     ],
     STATUS: [
         ("stream", _stream_id, True, "stream id"),
@@ -222,7 +231,9 @@ N_BUFFERS = {SNIPPET: 1, WINDOW: 1}
 
 
 def make_header(type_: str, seq: int, **fields: Any) -> dict[str, Any]:
-    return {"v": PROTOCOL_VERSION, "type": type_, "seq": int(seq), **fields}
+    """A header; version 1 unless it is a lifecycle event (any state but final), which needs v2."""
+    v = 2 if type_ == EVENT and fields.get("state", "final") != "final" else 1
+    return {"v": v, "type": type_, "seq": int(seq), **fields}
 
 
 def encode(header: dict[str, Any], buffers: Sequence[Any] = (), topic: str | None = None) -> list[Any]:
@@ -272,6 +283,8 @@ def validate_header(header: Any) -> dict[str, Any]:
         raise ProtocolError("window: shape must be [C, W] with valid <= W")
     if t == EVENT and header["end"] < header["start"]:
         raise ProtocolError("event: end before start")
+    if t == EVENT and header.get("state", "final") != "final" and header["v"] < 2:
+        raise ProtocolError(f"event: state {header['state']!r} needs protocol version 2")
     return header
 
 

@@ -50,6 +50,9 @@ class EngineSettings:
     # (bit-exact replay after a worker restart): for batches holding file snippets, always, never
     pad_batches: Literal["files", "always", "never"] = "files"
     gap_fill: int | None = None  # gaps up to this many snippets are zero-filled; longer ones restart the window; None: hop
+    # a live snippet captured longer ago than this when it reaches the engine is dropped, counted and
+    # announced as a gap (reason "stale") instead of delaying everything behind it; None: never
+    max_snippet_age_s: float | None = 10.0
 
 
 @dataclass
@@ -57,6 +60,12 @@ class DetectorSettings:
     merge: Literal["auto", "exact", "lag"] = "auto"  # auto: exact for files, lag for live sources
     max_lag_s: float = 10.0  # "lag" merge: final events trail the newest window by at most this
     wait_subscribers: int = 0  # detector holds windows until this many subscribers are connected
+    # event lifecycle (protocol v2, docs/protocol.md): after every window, what the merger still holds is
+    # published as provisional events (open when it reaches into the last guard_s of the window) and
+    # updated until final; false: final events only (protocol v1 behaviour)
+    lifecycle: bool = True
+    guard_s: float = 1.0  # a detection ending this close to the window's right edge may go on: "open"
+    provisional_min_score: float = 0.05  # fainter detections are announced only when final
 
 
 @dataclass
@@ -68,6 +77,9 @@ class SourceSettings:
     reconnect_min_s: float = 0.5  # reopen backoff, doubling up to reconnect_max_s
     reconnect_max_s: float = 10.0
     capture_queue: int = 64  # decoded frames a live reader thread may hold (oldest dropped beyond)
+    # RTSP over tcp, udp, or auto (TCP first, then UDP: some servers and cameras serve UDP only);
+    # one source can say otherwise with a URI fragment: rtsp://host/path#rtsp_transport=udp
+    rtsp_transport: Literal["auto", "tcp", "udp"] = "auto"
 
 
 @dataclass
@@ -126,12 +138,17 @@ def check_stream_settings(s: StreamSettings, check: Callable[[bool, str, str], N
     check(e.max_batch >= 1, "stream.engine.max_batch", f"must be >= 1, got {e.max_batch}")
     check(0 <= e.max_wait_ms < 60_000, "stream.engine.max_wait_ms", f"must be in [0, 60000), got {e.max_wait_ms}")
     check(e.gap_fill is None or e.gap_fill >= 0, "stream.engine.gap_fill", f"must be >= 0, got {e.gap_fill}")
+    check(e.max_snippet_age_s is None or e.max_snippet_age_s > 0, "stream.engine.max_snippet_age_s",
+          f"must be > 0 seconds (or null: never), got {e.max_snippet_age_s}")
     check(1 <= t.queue_size <= 1_000_000, "stream.transport.queue_size",
           f"must be in 1..1000000, got {t.queue_size}")
     check(0 <= t.metrics_port <= 65535 - 3, "stream.transport.metrics_port",
           f"must be 0 (off) or a port number, got {t.metrics_port}")
     check(d.max_lag_s >= 0, "stream.detector.max_lag_s", f"must be >= 0, got {d.max_lag_s}")
     check(d.wait_subscribers >= 0, "stream.detector.wait_subscribers", f"must be >= 0, got {d.wait_subscribers}")
+    check(d.guard_s >= 0, "stream.detector.guard_s", f"must be >= 0 seconds, got {d.guard_s}")
+    check(0 <= d.provisional_min_score <= 1, "stream.detector.provisional_min_score",
+          f"must be in [0, 1], got {d.provisional_min_score}")
     check(r.threads >= 0, "stream.runtime.threads", f"must be >= 0, got {r.threads}")
     check(src.fps_fallback > 0, "stream.sources.fps_fallback", f"must be > 0, got {src.fps_fallback}")
     for key in ("open_timeout_s", "read_timeout_s", "stall_timeout_s", "reconnect_min_s"):

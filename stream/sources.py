@@ -410,14 +410,50 @@ class LiveSource(Source):
         self._stop.set()
 
 
+# FFmpeg options the user set for OpenCV (key;value|key;value), kept under ours
+_USER_FFMPEG_OPTIONS = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS", "")
+RTSP_TRANSPORTS = ("auto", "tcp", "udp")
+
+
+def rtsp_transports(uri: str, default: str) -> tuple[str, list[str]]:
+    """The URI to open (without its fragment) and the RTSP transports to try, in order.
+
+    ``#rtsp_transport=tcp|udp|auto`` on the URI overrides ``stream.sources.rtsp_transport``
+    for that source (a fragment never reaches the server). ``auto``: TCP (no loss on a lossy
+    network), then UDP (servers that offer nothing else)."""
+    base, _, fragment = uri.partition("#")
+    chosen = urllib.parse.parse_qs(fragment).get("rtsp_transport", [default])[-1]
+    if chosen not in RTSP_TRANSPORTS:
+        raise SourceError(f"{safe_uri(uri)}: rtsp_transport must be one of {', '.join(RTSP_TRANSPORTS)}, "
+                          f"got {chosen!r}")
+    return base, (["tcp", "udp"] if chosen == "auto" else [chosen])
+
+
+def _ffmpeg_options(transport: str) -> str:
+    user = [o for o in _USER_FFMPEG_OPTIONS.split("|") if o and not o.startswith("rtsp_transport;")]
+    return "|".join([f"rtsp_transport;{transport}"] + user)
+
+
 def _rtsp_opener(uri: str, cfg: SourceSettings) -> Callable[[], Any]:
-    # FFmpeg reads its options from the environment at open time; TCP avoids UDP loss.
-    os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+    base, transports = rtsp_transports(uri, cfg.rtsp_transport)
 
     def open_() -> Any:
-        return cv2.VideoCapture(uri, cv2.CAP_FFMPEG, [
-            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(cfg.open_timeout_s * 1000),
-            cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(cfg.read_timeout_s * 1000)])
+        cap = None
+        for transport in transports:
+            # FFmpeg takes its options from the environment when a capture opens (one source per
+            # grabber process, so the variable is this source's)
+            os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = _ffmpeg_options(transport)
+            cap = cv2.VideoCapture(base, cv2.CAP_FFMPEG, [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(cfg.open_timeout_s * 1000),
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(cfg.read_timeout_s * 1000)])
+            if cap.isOpened():
+                if len(transports) > 1:
+                    log.info("%s: opened over RTSP/%s", safe_uri(base), transport.upper())
+                return cap
+            cap.release()
+            log.info("%s: cannot open over RTSP/%s%s", safe_uri(base), transport.upper(),
+                     "; trying the next transport" if transport != transports[-1] else "")
+        return cap
     return open_
 
 
@@ -452,7 +488,10 @@ def probe_source(uri: str, cfg: SourceSettings) -> None:
     cap = opener()
     try:
         if cap is None or not cap.isOpened():
-            raise SourceError(f"{safe_uri(uri)}: cannot open {kind} source "
+            tried = ""
+            if kind == "rtsp":
+                tried = f" over RTSP/{'+'.join(t.upper() for t in rtsp_transports(uri, cfg.rtsp_transport)[1])}"
+            raise SourceError(f"{safe_uri(uri)}: cannot open {kind} source{tried} "
                               f"(open timeout {cfg.open_timeout_s:g} s)")
     finally:
         if cap is not None:

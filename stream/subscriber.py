@@ -25,15 +25,20 @@ class Subscriber:
     kept (default: every type; events, status, gap and eos are published).
     Malformed messages are counted in :attr:`malformed` and dropped with a log line.
 
-    ``dedup``: drop an event whose ``event_id`` was already received (ids are stable:
-    after a worker restart the pipeline may send an event again, see docs/streaming.md);
-    the last ``dedup_size`` ids are remembered; repeats are counted in :attr:`duplicates`.
+    Events have a lifecycle (protocol v2): messages for one ``event_id`` go provisional /
+    open -> ... -> final or retracted, and the latest one supersedes the earlier ones.
+    :attr:`latest` keeps the latest message per ``(stream, event_id)`` (the last
+    ``dedup_size`` ids). ``final_only``: keep final events only (what a v1 client saw).
+
+    ``dedup``: drop an event message that repeats the latest one for its id (ids are stable:
+    after a worker restart the pipeline may send an event again, see docs/streaming.md), and
+    anything for an id already final or retracted; repeats are counted in :attr:`duplicates`.
     ``curve``: (client public, client secret, server public) keys for a CURVE endpoint.
     """
 
     def __init__(self, endpoint: str, streams: list[str] | None = None, types: tuple[str, ...] | None = None,
                  hwm: int = 100000, dedup: bool = True, dedup_size: int = 100000,
-                 curve: tuple[bytes, bytes, bytes] | None = None) -> None:
+                 curve: tuple[bytes, bytes, bytes] | None = None, final_only: bool = False) -> None:
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.RCVHWM, hwm)
@@ -42,7 +47,8 @@ class Subscriber:
             self.sock.curve_publickey, self.sock.curve_secretkey, self.sock.curve_serverkey = curve
         self.dedup = dedup
         self.dedup_size = dedup_size
-        self.seen: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
+        self.final_only = final_only
+        self.latest: collections.OrderedDict[tuple[str, str], dict[str, Any]] = collections.OrderedDict()
         self.duplicates = 0
         self.streams = set(streams) if streams else None
         for topic in (streams or [""]):
@@ -70,14 +76,20 @@ class Subscriber:
                 continue  # prefix match of another stream id
             if self.types is not None and msg.type not in self.types:
                 continue
-            if self.dedup and msg.type == P.EVENT:
-                key = (msg.header["stream"], msg.header["event_id"])
-                if key in self.seen:
+            if msg.type == P.EVENT:
+                h = msg.header
+                key = (h["stream"], h["event_id"])
+                before = self.latest.get(key)
+                if self.dedup and before is not None and (event_state(before) in ("final", "retracted")
+                                                          or _same_event(before, h)):
                     self.duplicates += 1
                     continue
-                self.seen[key] = None
-                if len(self.seen) > self.dedup_size:
-                    self.seen.popitem(last=False)
+                self.latest[key] = h
+                self.latest.move_to_end(key)
+                if len(self.latest) > self.dedup_size:
+                    self.latest.popitem(last=False)
+                if self.final_only and event_state(h) != "final":
+                    continue
             return msg
 
     def __iter__(self) -> Iterator[P.Message]:
@@ -97,12 +109,21 @@ class Subscriber:
         self.close()
 
 
+def event_state(h: dict[str, Any]) -> str:
+    """An event message's lifecycle state (a v1 event, without one, is final)."""
+    return h.get("state", "final")
+
+
+def _same_event(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return all(a.get(k) == b.get(k) for k in ("state", "label", "start", "end", "score"))
+
+
 def format_message(h: dict[str, Any]) -> str:
     """One human-readable line per message."""
     t = h["type"]
     if t == P.EVENT:
-        return (f"{h['stream']}  {h['start']:9.2f} - {h['end']:9.2f} s  {h['label']:<12} {h['score']:.3f}  "
-                f"id {h['event_id']}  window {h['window']}  latency {h['latency_s']:.2f} s")
+        return (f"{h['stream']}  {event_state(h):<11} {h['start']:9.2f} - {h['end']:9.2f} s  {h['label']:<12} "
+                f"{h['score']:.3f}  id {h['event_id']}  window {h['window']}  compute latency {h['latency_s']:.2f} s")
     if t == P.STATUS:
         return f"{h['stream']}  [{h['state']}] {h.get('detail', '')}"
     if t == P.GAP:

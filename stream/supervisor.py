@@ -132,6 +132,7 @@ class _PendingRemove:
     started: float
     eos_sent: bool = False
     resend: bool = False  # a core worker restarted: the grabber's EOS may be lost
+    terminated: bool = False  # SIGTERM sent (the grabber did not act on the removal in time)
     notes: list[str] = field(default_factory=list)
 
 
@@ -374,9 +375,9 @@ class Supervisor:
         log.info("control: removing source %s (%s)", sid, safe_uri(w.uri))
         w.removing = True
         w.restart = False  # never restarted again
+        # the grabber follows the state: it stops (last snippets, EOS of reason "removed") and lingers until
+        # released; SIGTERM follows if it has not ended its stream soon (see _poll_pending)
         self._set_state(removed=self.state.removed | {source_key(sid, w.instance)})
-        if w.proc is not None and w.proc.is_alive() and not self._ended(w):
-            w.proc.terminate()  # SIGTERM: last snippets, EOS (reason "removed"), then it lingers until released
         self._pending = _PendingRemove(w, time.monotonic())
         return None
 
@@ -416,6 +417,9 @@ class Supervisor:
             eos = P.make_header(P.EOS, 0, stream=sid, n_snippets=None, reason="removed")
             if w.instance:
                 eos["instance"] = w.instance
+            if alive and not p.terminated and time.monotonic() - p.started > 3.0:
+                w.proc.terminate()  # it did not act on the state (stuck?): SIGTERM ends it like a stop
+                p.terminated = True
             if not alive and not p.eos_sent and not w.failed:
                 # the grabber is gone (it died, was never up, or is waiting for a restart): end the stream for it
                 self._send(eos)

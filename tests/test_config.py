@@ -34,8 +34,8 @@ def test_paper_settings() -> None:
 
 def test_stream_extends_tiny() -> None:
     stream, tiny = load_config("stream"), load_config("tiny")
-    assert stream.model == tiny.model and stream.data == tiny.data
-    assert stream.data.hop == 64 and tiny.data.hop == tiny.data.window // 2
+    assert stream.model == tiny.model and stream.data == dataclasses.replace(tiny.data, hop=16)
+    assert stream.data.hop == 16 and tiny.data.hop == tiny.data.window // 2  # stream: a window every 5 s
 
 
 def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
@@ -152,7 +152,7 @@ def test_relative_extends_wins_over_shipped_name(tmp_path: Path) -> None:
     write(tmp_path, "extends: stream.yaml\nname: mystream\nstream:\n  engine:\n    max_batch: 3\n", "stream.yaml")
     write(tmp_path, "extends: stream.yaml\n", "cams.yaml")
     cfg = load_config(tmp_path / "cams.yaml")
-    assert (cfg.name, cfg.stream.engine.max_batch, cfg.data.hop) == ("cams", 3, 64)
+    assert (cfg.name, cfg.stream.engine.max_batch, cfg.data.hop) == ("cams", 3, 16)
     write(tmp_path, "extends: tiny\nname: mystream\nstream:\n  engine:\n    max_batch: 3\n", "stream.yaml")
     assert load_config(tmp_path / "cams.yaml").data.hop == load_config("tiny").data.hop
 

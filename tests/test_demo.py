@@ -72,4 +72,8 @@ def test_demo_runs_the_pipeline_with_a_given_checkpoint(tmp_path: Path, repo_roo
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     summary = json.loads(out.read_text())
     assert summary["events"] > 0 and summary["dropped_snippets"] == 0
-    assert summary["latency_p50_s"] >= 0 and "summary" in proc.stdout
+    assert summary["compute_latency_p50_s"] >= 0 and "summary" in proc.stdout
+    # every true action of the stream is accounted for (the stream ran to its end: nothing censored)
+    delay = summary["detection_delay"]
+    assert delay["actions"] == summary["true_actions"] and delay["censored"] == 0
+    assert "detection delay (an action's last frame captured" in proc.stdout

@@ -55,15 +55,16 @@ def test_detector_state_stays_bounded_over_many_windows(detector_parts) -> None:
     seq, rng = P.Sequencer(), np.random.default_rng(0)
     C, W = cfg.model.channels, cfg.data.window
     events: list[str] = []
-    most_ids = most_pending = 0
+    most_ids = most_pending = most_tracked = 0
     for k in range(60):
         for sid in ("s0", "s1"):
             core.handle(window(cfg, seq, sid, k, rng.standard_normal((C, W)).astype(np.float32)))
-        events += [h["event_id"] for _, h in core.outbox if h["type"] == P.EVENT]
+        events += [h["event_id"] for _, h in core.outbox if h["type"] == P.EVENT and h["state"] == "final"]
         core.outbox.clear()  # as detector_main after sending
         for st in core.streams.values():
             most_ids = max(most_ids, len(st.ids))
             most_pending = max(most_pending, len(st.merger._pending))
+            most_tracked = max(most_tracked, len(st.events.tracked))
             assert st.merger._emitted == []
     per_window = len(events) / 120
     assert len(events) > 1000, "a random detector publishes plenty of events"
@@ -71,6 +72,7 @@ def test_detector_state_stays_bounded_over_many_windows(detector_parts) -> None:
     # before the fix every id stayed (up to 65536 per stream): ~len(events) / 2 here
     assert most_ids <= 2 * per_window, (most_ids, len(events))
     assert most_pending < 20 * per_window  # lag mode: the merger's pending set is bounded too
+    assert most_tracked <= most_pending  # provisional/open events are retracted once the merger cannot take them
 
 
 def test_identical_segments_still_get_distinct_ids(detector_parts) -> None:
@@ -85,7 +87,7 @@ def test_identical_segments_still_get_distinct_ids(detector_parts) -> None:
         core.handle(window(cfg, seq, "cam", k, feat, live=True))  # same start, same features
     core.handle(window(cfg, seq, "cam", 12, rng.standard_normal((C, W)).astype(np.float32), live=True,
                        final=True))
-    evs = [h for _, h in core.outbox if h["type"] == P.EVENT]
+    evs = [h for _, h in core.outbox if h["type"] == P.EVENT and h["state"] == "final"]
     keys = [(h["class_id"], f"{h['start']:.4f}", f"{h['end']:.4f}") for h in evs]
     assert len(keys) - len(set(keys)) > 10  # many segments were published twice ...
     assert len({h["event_id"] for h in evs}) == len(evs)  # ... each time under its own id

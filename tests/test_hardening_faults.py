@@ -104,6 +104,11 @@ stream:
 """
 
 
+def _final(h: dict) -> bool:
+    """A final event (the lifecycle's provisional, open and retracted messages come before it)."""
+    return h["type"] == P.EVENT and h.get("state", "final") == "final"
+
+
 def _lag_capture(setup: dict, tmp: Path, video: Path, kill: str | None = None) -> dict:
     """`menet run` on one file with ``merge: lag`` (events final mid-stream, also for files), received by a
     deduplicating subscriber (``Run.sub``, what `menet subscribe` does) and a raw one (``dedup=False``: what
@@ -132,7 +137,7 @@ def _lag_capture(setup: dict, tmp: Path, video: Path, kill: str | None = None) -
         # both have received events (the detector's I/O thread writes to one connection, then the other)
         pump(lambda: any(h["type"] == P.EVENT for h in run.messages) and
              any(h["type"] == P.EVENT for h in raw_msgs), 120)
-        n_before = len([h for h in raw_msgs if h["type"] == P.EVENT])
+        n_before = len([h for h in raw_msgs if _final(h)])
         if kill is not None:
             t_kill = time.time()
             os.kill(_pid(run, kill), signal.SIGKILL)
@@ -141,7 +146,7 @@ def _lag_capture(setup: dict, tmp: Path, video: Path, kill: str | None = None) -
     finally:
         raw.close()
         run.close()
-    return {"run": run, "dedup": run.events("cam"), "raw": [h for h in raw_msgs if h["type"] == P.EVENT],
+    return {"run": run, "dedup": run.events("cam"), "raw": [h for h in raw_msgs if _final(h)],
             "t_kill": t_kill, "n_before": n_before}
 
 

@@ -53,7 +53,7 @@ def _run(cfg, stages, video, kill_after: int | None):
         detectors.append(DetectorCore(cfg, stages[1], epoch=lambda: epoch[0]))
         published.append([])
         Grabber(cfg, "cam", open_source(str(video), cfg.stream.sources), send, epoch=1).run(threading.Event())
-    return [[h for h in part if h["type"] == P.EVENT] for part in published]
+    return [[h for h in part if h["type"] == P.EVENT and h.get("state", "final") == "final"] for part in published]
 
 
 def test_detector_restart_replay_republishes_identical_event_ids(stream_setup) -> None:

@@ -104,7 +104,7 @@ def test_readded_source_is_a_new_instance_with_new_event_ids(stream_setup, tmp_p
         source = open_source(str(video), cfg.stream.sources)
         Grabber(cfg, "cam", source, send, epoch=0, instance=instance).run(threading.Event())
         assert not engine.streams and not detector.streams  # state freed at the end of stream
-        runs.append([h for h in out if h["type"] == P.EVENT])
+        runs.append([h for h in out if h["type"] == P.EVENT and h.get("state", "final") == "final"])
         eos = [h for h in out if h["type"] == P.EOS]
         assert len(eos) == 1 and eos[0].get("instance", 0) == instance
     first, second = runs

@@ -82,7 +82,10 @@ class Run:
         raise AssertionError(f"timed out waiting (pending end of {pending}); log:\n{self.output()}")
 
     def events(self, stream: str) -> list[dict[str, Any]]:
-        return [h for h in self.messages if h["type"] == P.EVENT and h["stream"] == stream]
+        """The stream's final events (what offline inference gives; the lifecycle's provisional, open and
+        retracted messages are left out)."""
+        return [h for h in self.messages if h["type"] == P.EVENT and h["stream"] == stream
+                and h.get("state", "final") == "final"]
 
     def wait(self, timeout: float = 60.0) -> int:
         try:
@@ -224,3 +227,24 @@ def test_crashed_engine_is_restarted(stream_setup, tmp_path: Path) -> None:
     eos = [h for h in run.messages[n:] if h["type"] == P.EOS]
     assert eos and eos[0]["n_snippets"] > 0
     assert run.events("syn"), "windows after the restart should give (random) events"
+
+
+def test_live_source_starts_capturing_when_the_pipeline_is_ready(stream_setup, tmp_path: Path) -> None:
+    """A live camera is not read while the engine loads: with queues of only 4 snippets per socket
+    (a few seconds of this camera, less than the engine takes to spawn and load its model), no
+    snippet is dropped at start and every snippet of the stream reaches the end of stream."""
+    cfg = tmp_path / "small-queues.yaml"
+    cfg.write_text(f"extends: {stream_setup['cfg_path']}\nstream:\n  transport:\n    queue_size: 4\n")
+    src = "cam=synthetic://cam?seed=3&duration=12&fps=10&width=48&height=48&rate=realtime"
+    run = Run({**stream_setup, "cfg_path": cfg}, tmp_path, [src])
+    try:
+        run.collect({"cam"}, timeout=120)
+        assert run.wait() == 0, run.output()
+    finally:
+        run.close()
+    gaps = [h for h in run.messages if h["type"] == P.GAP]
+    assert not gaps, gaps
+    eos = next(h for h in run.messages if h["type"] == P.EOS)
+    assert eos["n_snippets"] == 12 * 10 // 4, eos  # 30 snippets of 4 frames, none lost
+    log = run.final_output  # the grabber waited for the engine before it opened the camera
+    assert log.index("cam: waiting for the engine to load") < log.index("cam: engine connected: capturing"), log

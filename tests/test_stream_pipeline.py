@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,8 @@ class Chain:
         self.detector.outbox.clear()
 
     def events(self, stream: str | None = None) -> list[dict[str, Any]]:
-        return [h for h in self.published if h["type"] == P.EVENT and (stream is None or h["stream"] == stream)]
+        return [h for h in self.published if h["type"] == P.EVENT and (stream is None or h["stream"] == stream)
+                and h.get("state", "final") == "final"]
 
 
 @pytest.mark.parametrize("seed,seconds", [(1, 20.3), (2, 2.5)])
@@ -158,8 +160,8 @@ def engine_feed(eng: EngineCore, items: list[tuple[str, dict]]) -> list[dict[str
         buffers = ()
         if type_ == P.SNIPPET:
             clip = np.full((4, 8, 8, 3), fields["index"] % 250 + 1, np.uint8)
-            fields = dict(t_stream=0.0, t_capture=0.0, fps=10.0, sigma=4, shape=[4, 8, 8, 3], dtype="uint8",
-                          live=True, **fields)
+            fields = {"t_stream": 0.0, "t_capture": time.time(), "fps": 10.0, "sigma": 4, "shape": [4, 8, 8, 3],
+                      "dtype": "uint8", "live": True, **fields}
             buffers = (clip,)
         eng.handle(P.decode(P.encode(P.make_header(type_, 0, **fields), buffers)))
         eng.run_batch()
@@ -193,6 +195,29 @@ def test_engine_fills_short_gaps_and_restarts_after_long_ones(stream_setup) -> N
     assert win[-1]["duration"] == 96.0 and win[0]["duration"] == pytest.approx(16.0)
 
 
+def test_engine_drops_stale_live_snippets_and_announces_them_as_a_gap(stream_setup) -> None:
+    """A live snippet that reaches the engine older than stream.engine.max_snippet_age_s (a backlog
+    in the queues) is not processed late: it is dropped, counted, and the run of stale snippets goes
+    downstream as one gap (reason "stale"); fresh snippets after it keep their place on the time line."""
+    cfg = copy.deepcopy(stream_setup["cfg"])  # window 32, hop 16, gap_fill = hop
+    cfg.stream.engine.max_snippet_age_s = 5.0
+    eng = EngineCore(cfg, FakeStages())
+    now = time.time()
+    items = [(P.SNIPPET, dict(stream="s", index=i, t_capture=now)) for i in range(10)]
+    items += [(P.SNIPPET, dict(stream="s", index=i, t_capture=now - 30.0)) for i in range(10, 14)]  # stale
+    items += [(P.SNIPPET, dict(stream="s", index=i, t_capture=time.time())) for i in range(14, 40)]
+    items += [(P.EOS, dict(stream="s", n_snippets=40, duration=16.0))]
+    out = engine_feed(eng, items)
+    gaps = [o for o in out if o["type"] == P.GAP]
+    assert [(g["first"], g["count"], g["reason"]) for g in gaps] == [(10, 4, "stale")]
+    assert eng.metrics.snippets_stale.labels("s")._value.get() == 4
+    assert eng.metrics.snippets.labels("s")._value.get() == 36  # the 36 fresh ones were processed
+    win = [o for o in out if o["type"] == P.WINDOW]
+    assert [w["start"] for w in win] == [0, 8]  # window_starts(40, 32, 16): the time line is intact
+    first = win[0]["feat"]  # feature = snippet index + 1 in every channel; the stale ones read as zeros
+    assert list(first[10:14]) == [0.0] * 4 and first[9] == 10.0 and first[14] == 15.0
+
+
 def test_engine_hop_is_configurable(tmp_path: Path) -> None:
     cfg = load_config(write_config(tmp_path, ""))
     cfg.data.hop = 8
@@ -214,8 +239,8 @@ def test_engine_batches_across_streams(stream_setup) -> None:
     for i in range(6):
         for sid in ("a", "b"):
             clip = np.zeros((4, 8, 8, 3), np.uint8)
-            h = P.make_header(P.SNIPPET, 0, stream=sid, index=i, t_stream=0.0, t_capture=0.0, fps=10.0, sigma=4,
-                              shape=[4, 8, 8, 3], dtype="uint8", live=True)
+            h = P.make_header(P.SNIPPET, 0, stream=sid, index=i, t_stream=0.0, t_capture=time.time(), fps=10.0,
+                              sigma=4, shape=[4, 8, 8, 3], dtype="uint8", live=True)
             eng.handle(P.decode(P.encode(h, (clip,))))
             if eng.batch_due():
                 eng.run_batch()

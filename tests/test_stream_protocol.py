@@ -69,7 +69,7 @@ def test_each_missing_required_field_is_rejected(type_: str) -> None:
 
 
 @pytest.mark.parametrize("field,value", [
-    ("v", 2), ("seq", -1), ("index", 1.5), ("fps", 0), ("fps", math.inf), ("sigma", True), ("shape", [4, 8, 8]),
+    ("v", 3), ("v", True), ("seq", -1), ("index", 1.5), ("fps", 0), ("fps", math.inf), ("sigma", True), ("shape", [4, 8, 8]),
     ("shape", [4, 8, 8, 3, 0]), ("dtype", "float32"), ("live", 1), ("stream", ""), ("stream", "x" * 200),
     ("stream", "a\nb"), ("t_capture", "now"),
 ])
@@ -138,3 +138,19 @@ def test_mutated_headers_never_crash(type_: str, key: str, value) -> None:
         P.decode(P.encode(h, buffers))
     except P.ProtocolError:
         pass
+
+
+def test_event_lifecycle_states_need_version_2() -> None:
+    """v2 adds the lifecycle: final events stay v1 (a v1 reader still gets them), the other states are v2."""
+    base = dict(stream="cam1", event_id="ab", label="spin", class_id=2, score=0.5, start=1.0, end=2.0,
+                start_wall=1e9, end_wall=1e9 + 1, window=0, t_capture=1e9, t_engine_in=1e9, t_window=1e9,
+                t_published=1e9, latency_s=0.1)
+    final = P.make_header(P.EVENT, 0, state="final", **base)
+    provisional = P.make_header(P.EVENT, 1, state="provisional", **base)
+    assert (final["v"], provisional["v"]) == (1, 2)
+    for h in (final, provisional):
+        assert P.decode(P.encode(h, topic="cam1"), with_topic=True).header["state"] == h["state"]
+    with pytest.raises(P.ProtocolError, match="needs protocol version 2"):
+        P.decode(P.encode({**provisional, "v": 1}, topic="cam1"), with_topic=True)
+    with pytest.raises(P.ProtocolError, match="state"):
+        P.decode(P.encode({**provisional, "state": "maybe"}, topic="cam1"), with_topic=True)

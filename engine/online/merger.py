@@ -122,6 +122,12 @@ class StreamMerger:
             self._pending, self._single = self._single, None
         return self._release(math.inf)
 
+    @property
+    def pending(self) -> Detections:
+        """What the merger holds and may still release (each window's detections after its own
+        Soft-NMS, in seconds): the event lifecycle's provisional and open events come from here."""
+        return self._pending
+
     def emit_floor(self) -> float:
         """Seconds: every detection this merger can still emit ends at or after this.
 

@@ -383,6 +383,7 @@ def run_streams(config: str, n: int, *, duration: float = 30.0, fps: float = 25.
         result["stop_s"] = time.monotonic() - t_stop
         time.sleep(0.5)  # the last published messages
         result.update(_figures(cfg, ids, sps, fps, m0, m1, w0, w1, sampler, collector, log_path, gpu_base))
+        result["detection_delay"] = _delays(cfg, ids, sources, collector, w0, w1)
         result["ok"] = True
         return result
     finally:
@@ -407,6 +408,25 @@ def _roles(log_path: Path, root: int) -> dict[int, str]:
     return roles
 
 
+def _delays(cfg: Any, ids: list[str], sources: list[str], collector: "Collector", w0: float, w1: float
+            ) -> dict[str, Any]:
+    """Detection delay over the true actions that ended during the measurement (capture clock in
+    [w0, w1]): the first matching event's publication - the action's end (docs/benchmarks.md)."""
+    from engine.evaluation.delay import detection_delays, merge_reports
+
+    from ..sources import SyntheticSource
+
+    # the first event message that matches an action counts, whatever its state (a retraction is not an
+    # announcement)
+    events = [h for _, h in collector.of_type("event") if h.get("state", "final") != "retracted"]
+    reports = []
+    for sid, src in zip(ids, sources):
+        uri = src.split("=", 1)[1]
+        truth = [(a.start_s, a.end_s, a.label) for a in SyntheticSource(uri, cfg.stream.sources).spec.actions]
+        reports.append(detection_delays(truth, [h for h in events if h["stream"] == sid], horizon=w1, since=w0))
+    return merge_reports(reports).summary()
+
+
 def _figures(cfg: Any, ids: list[str], sps: float, fps: float, m0: dict, m1: dict, w0: float, w1: float,
              sampler: ProcSampler, collector: Collector, log_path: Path, gpu_base: float | None) -> dict[str, Any]:
     wall = w1 - w0
@@ -426,7 +446,7 @@ def _figures(cfg: Any, ids: list[str], sps: float, fps: float, m0: dict, m1: dic
     src = [s["source_factor"] for s in per_stream.values()]
     dropped = sum(s["dropped_snippets"] for s in per_stream.values())
     # events
-    events = collector.of_type("event")
+    events = [(r, h) for r, h in collector.of_type("event") if h.get("state", "final") == "final"]
     steady = [h for r, h in events if w0 <= h["t_published"] <= w1]
     flushed = [h for r, h in events if h["t_published"] > w1]
     lat = [h["latency_s"] for h in steady]

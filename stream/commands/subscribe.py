@@ -1,10 +1,12 @@
 """``menet subscribe``: print events as the detector publishes them.
 
     menet subscribe [--endpoint tcp://127.0.0.1:5560] [--stream ID ...] [--json] [--status]
-                    [--count N] [--timeout S] [--until-end]
+                    [--final-only] [--count N] [--timeout S] [--until-end]
 
-One line per event (``--json``: one JSON object per line, the message header as
-documented in docs/protocol.md). ``--status`` adds stream status, gap and
+One line per event message, with its lifecycle state: provisional, open, final or
+retracted; a later line for the same id supersedes the earlier ones (``--final-only``:
+final events only, as protocol v1 clients see them). ``--json``: one JSON object per
+line, the message header as documented in docs/protocol.md. ``--status`` adds stream status, gap and
 end-of-stream lines. Exits 0 on Ctrl-C, after ``--count`` events, after
 ``--timeout`` seconds without a message, or (``--until-end``) once every
 ``--stream`` (without ``--stream``: any stream) has ended.
@@ -39,7 +41,9 @@ def add_parser(subparsers: Any) -> None:
                    help="CURVE: this client's NAME.key_secret (default: the config's stream.security.curve_client_secret_file)")
     p.add_argument("--server-key", default=None,
                    help="CURVE: the server's public NAME.key (default: stream.security.curve_server_public_file)")
-    p.add_argument("--no-dedup", action="store_true", help="print repeated events (same event_id) too")
+    p.add_argument("--no-dedup", action="store_true", help="print repeated event messages (replays) too")
+    p.add_argument("--final-only", action="store_true",
+                   help="final events only (no provisional/open/retracted updates): what protocol v1 gave")
     p.set_defaults(func=run)
 
 
@@ -70,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     events = 0
     pending_end = set(args.stream or [])
-    with Subscriber(endpoint, args.stream, dedup=not args.no_dedup, curve=curve) as sub:
+    with Subscriber(endpoint, args.stream, dedup=not args.no_dedup, curve=curve, final_only=args.final_only) as sub:
         try:
             while True:
                 msg = sub.recv(args.timeout or None)
