@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,10 +89,11 @@ def stored_config(data: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's config dict in today's layout.
 
     Checkpoints written before the window layout became one setting hold
-    ``data.window_overlap`` (now ``data.hop``, derived from the window when absent) and the
-    online pipeline's ``stream`` section (not the network's: the stream settings come from
-    the run's own config)."""
-    data = {k: v for k, v in data.items() if k != "stream"}
+    ``data.window_overlap`` (now ``data.hop``, derived from the window when absent) and
+    sections that are not the network's (a program's own settings, which come from the
+    run's config): only the network's sections are kept."""
+    network = {f.name for f in dataclasses.fields(MENetConfig)}
+    data = {k: v for k, v in data.items() if k in network}
     if isinstance(data.get("data"), dict) and "window_overlap" in data["data"]:
         d = dict(data["data"])
         overlap = d.pop("window_overlap")

@@ -309,8 +309,8 @@ def _related(key: str, bad: set[str]) -> bool:
 def load_config(name: str | Path, schema: type[MENetConfig] = MENetConfig) -> MENetConfig:
     """Load, merge ``extends`` chains, type-check and validate a config file.
 
-    ``schema``: MENetConfig, or a subclass adding sections (the online pipeline's settings,
-    ``stream.settings.StreamConfig``); the file is checked against all of its fields."""
+    ``schema``: MENetConfig, or a subclass that adds the sections of the program loading it
+    (this package never reads them); the file is checked against all of its fields."""
     path = resolve_config_path(name)
     chain: list[tuple[Path, dict[str, Any], dict[str, int]]] = []
     seen: set[Path] = set()

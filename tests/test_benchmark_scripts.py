@@ -28,11 +28,13 @@ QUICK_OUTPUT = {
     "bench_backends.py": ["| tiny | MFE (per snippet) | 2 |", "| tiny | SFPN + boundaries (per window) | 2 |"],
     "bench_decode.py": ["tiny       max_pairs=2048", "tiny       max_pairs=None"],
     "bench_soft_nms.py": ["gaussian    300", "bmn    600"],
+    "bench_protocol.py": ["| snippet |", "| window |", "| event |"],
+    "bench_delay.py": ["| hop | guard (s) | delay p50 / p95 (s) |", "| 16 | 1 |"],
     "bench_transport.py": ["| ipc |", "| tcp |", "| MFE, batch 1 |", "| MREM | window |",
                            "| decode (sparse anchors, random weights) |", "| merge + Soft-NMS"],
 }
-# quick runs over ~20 s on a CI CPU (none today: every quick mode takes under ~15 s on 2 cores)
-SLOW_QUICK: set[str] = set()
+# quick runs over ~20 s on a CI CPU: bench_delay runs two 50-s live cameras through `menet run`
+SLOW_QUICK: set[str] = {"bench_delay.py"}
 
 
 def _run(script: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,7 @@ Soft-NMS, final detections) -> ``events`` (stable event ids, the memory of ids s
 
 Offline inference (:mod:`engine.inference`) and the online workers (``stream/``) run
 these same objects, so online equals offline by construction. Nothing here knows
-sockets, processes or stream settings.
+sockets, processes or transport settings.
 """
 from .events import EventIdentity, RecentIds
 from .layout import WindowLayout, window_pad, window_starts, window_valid_length

@@ -1,0 +1,165 @@
+"""How soon events come: detection delay, actions reported, provisional vs final mAP.
+
+    python benchmarks/bench_delay.py                       # 4 live cameras x 300 s, config stream
+    python benchmarks/bench_delay.py --hop 16 32 64 --guard 1.0 --json delay.json
+    python benchmarks/bench_delay.py --quick               # 2 cameras x 50 s
+
+N live synthetic cameras (``synthetic://...&rate=realtime``, 25 fps, seeds 0..N-1) run to
+their end through the real ``menet run`` processes with the bundled checkpoint; an
+independent subscriber keeps every message. Per run (one per hop x guard):
+
+- **detection delay**: per true action, the capture of its last frame -> the publication
+  of the first event message matching it (same label, tIoU >= 0.5; provisional, open or
+  final), p50 / p95 over all cameras (``engine/evaluation/delay.py``);
+- **reported**: the share of true actions with such a message, actions longer than a
+  window included;
+- **mAP@0.5**: of the final events (what offline inference gives) and of every event as
+  first published (each id's first message: the provisional view);
+- dropped snippets (gaps) and the wall time.
+
+The figures are of the whole streams, the end-of-stream flush included: an action at a
+camera's end is reported by the flush, as a camera that stops would report it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.evaluation.activitynet import evaluate_detection  # noqa: E402
+from engine.evaluation.delay import detection_delays, merge_reports  # noqa: E402
+from engine.evaluation.ground_truth import ground_truth_from_annotations  # noqa: E402
+from engine.evaluation.results_format import predictions_from_results  # noqa: E402
+from stream import protocol as P  # noqa: E402
+from stream.settings import load_config  # noqa: E402
+from stream.sources import SyntheticSource  # noqa: E402
+from stream.subscriber import Subscriber, event_state  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CHECKPOINT = REPO / "checkpoints" / "menet-tiny-synth.pt"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def map_at_05(truth: dict[str, list], events: dict[str, list[dict[str, Any]]]) -> float:
+    rows = [(v, s, e, lab) for v, acts in truth.items() for s, e, lab in acts]
+    gt = ground_truth_from_annotations(rows, videos=list(truth))
+    results = {v: [{"segment": [h["start"], h["end"]], "score": h["score"], "label": h["label"]} for h in evs]
+               for v, evs in events.items()}
+    return float(evaluate_detection(gt, predictions_from_results(results, source="bench"), [0.5]).mAP[0])
+
+
+def one_run(config: str, checkpoint: Path, cameras: int, seconds: float, hop: int, guard: float,
+            size: tuple[int, int]) -> dict[str, Any]:
+    cfg = load_config(config)
+    uris = {f"cam{i}": (f"synthetic://cam{i}?seed={i}&duration={seconds:g}&fps=25&width={size[0]}&height={size[1]}"
+                        f"&classes={cfg.data.num_classes}&rate=realtime") for i in range(cameras)}
+    truth = {sid: [(a.start_s, a.end_s, a.label) for a in SyntheticSource(uri, cfg.stream.sources).spec.actions]
+             for sid, uri in uris.items()}
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    sub = Subscriber(endpoint, dedup=False)
+    with tempfile.TemporaryDirectory(prefix="menet-delay-") as tmp:
+        run_cfg = Path(tmp) / "delay.yaml"
+        run_cfg.write_text(f"extends: {REPO / 'configs' / (config + '.yaml') if '/' not in config else config}\n"
+                           f"stream:\n  detector:\n    guard_s: {guard}\n")
+        cmd = [sys.executable, "-m", "stream", "run", "--config", str(run_cfg), "--checkpoint", str(checkpoint),
+               "--event-endpoint", endpoint, "--wait-subscribers", "1", "--hop", str(hop)]
+        for sid, uri in uris.items():
+            cmd += ["--source", f"{sid}={uri}"]
+        log = open(Path(tmp) / "run.log", "w+")
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        msgs: list[dict[str, Any]] = []
+        ended: set[str] = set()
+        try:
+            while len(ended) < cameras and time.monotonic() - t0 < seconds + 300:
+                msg = sub.recv(1.0)
+                if msg is None:
+                    if proc.poll() is not None:
+                        break
+                    continue
+                msgs.append(msg.header)
+                if msg.type == P.EOS:
+                    ended.add(msg.header["stream"])
+            proc.wait(120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            sub.close()
+            log.seek(0)
+            tail = log.read()[-2000:]
+            log.close()
+    if len(ended) < cameras:
+        raise RuntimeError(f"only {len(ended)} of {cameras} streams ended; menet run log:\n{tail}")
+    events = [h for h in msgs if h["type"] == P.EVENT]
+    finals = {sid: [h for h in events if h["stream"] == sid and event_state(h) == "final"] for sid in uris}
+    first: dict[str, dict[str, Any]] = {}
+    for h in events:
+        if event_state(h) != "retracted":
+            first.setdefault(h["event_id"], h)
+    firsts = {sid: [h for h in first.values() if h["stream"] == sid] for sid in uris}
+    announced = {sid: [h for h in events if h["stream"] == sid and event_state(h) != "retracted"] for sid in uris}
+    delays = merge_reports(detection_delays(truth[sid], announced[sid]) for sid in uris)
+    long_actions = [a for a in delays.actions if a.end - a.start > cfg.data.window * cfg.data.sigma / 25.0]
+    final_map, first_map = map_at_05(truth, finals), map_at_05(truth, firsts)
+    return {
+        "config": config, "hop": hop, "guard_s": guard, "cameras": cameras, "seconds": seconds,
+        **delays.summary(),
+        "longer_than_a_window": {"actions": len(long_actions),
+                                 "reported": sum(a.delay_s is not None for a in long_actions)},
+        "final_mAP@0.5": round(final_map, 4), "first_published_mAP@0.5": round(first_map, 4),
+        "first_over_final": round(first_map / final_map, 3) if final_map else None,
+        "messages": {s: sum(event_state(h) == s for h in events)
+                     for s in ("provisional", "open", "final", "retracted")},
+        "dropped_snippets": sum(h["count"] for h in msgs if h["type"] == P.GAP),
+        "wall_s": round(time.monotonic() - t0, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="stream")
+    ap.add_argument("--checkpoint", default=str(CHECKPOINT))
+    ap.add_argument("--cameras", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=300.0, help="length of each camera's stream")
+    ap.add_argument("--hop", type=int, nargs="+", default=[16], help="data.hop values to run")
+    ap.add_argument("--guard", type=float, nargs="+", default=[1.0], help="stream.detector.guard_s values")
+    ap.add_argument("--resolution", default="320x240")
+    ap.add_argument("--quick", action="store_true", help="2 cameras x 50 s (over one 41-s window), one run")
+    ap.add_argument("--json", default=None, help="write every run's figures here")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.cameras, a.seconds, a.hop, a.guard = 2, 50.0, a.hop[:1], a.guard[:1]
+    size = tuple(int(v) for v in a.resolution.split("x"))
+    runs = []
+    print("| hop | guard (s) | delay p50 / p95 (s) | reported | longer than a window | final mAP@0.5 | "
+          "first-published mAP@0.5 (ratio) | provisional / open / retracted / final messages | dropped |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for hop in a.hop:
+        for guard in a.guard:
+            r = one_run(a.config, Path(a.checkpoint), a.cameras, a.seconds, hop, guard, size)  # type: ignore[arg-type]
+            runs.append(r)
+            m, lg = r["messages"], r["longer_than_a_window"]
+            print(f"| {hop} | {guard:g} | {r['delay_p50_s']} / {r['delay_p95_s']} | {r['reported']} / {r['actions']} | "
+                  f"{lg['reported']} / {lg['actions']} | {r['final_mAP@0.5']:.3f} | {r['first_published_mAP@0.5']:.3f} "
+                  f"({r['first_over_final']}) | {m['provisional']} / {m['open']} / {m['retracted']} / {m['final']} | "
+                  f"{r['dropped_snippets']} |", flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps({"command": " ".join([sys.executable, *sys.argv]), "runs": runs}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
