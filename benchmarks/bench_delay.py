@@ -2,7 +2,7 @@
 
     python benchmarks/bench_delay.py                       # 4 live cameras x 300 s, config stream
     python benchmarks/bench_delay.py --hop 16 32 64 --guard 1.0 --json delay.json
-    python benchmarks/bench_delay.py --quick               # 2 cameras x 50 s
+    python benchmarks/bench_delay.py --quick               # the code path only: a small random network
 
 N live synthetic cameras (``synthetic://...&rate=realtime``, 25 fps, seeds 0..N-1) run to
 their end through the real ``menet run`` processes with the bundled checkpoint; an
@@ -61,7 +61,17 @@ def map_at_05(truth: dict[str, list], events: dict[str, list[dict[str, Any]]]) -
     return float(evaluate_detection(gt, predictions_from_results(results, source="bench"), [0.5]).mAP[0])
 
 
-def one_run(config: str, checkpoint: Path, cameras: int, seconds: float, hop: int, guard: float,
+# --quick: the shrunk network of the tests (5-s windows), random weights: exercises every step in
+# seconds; its figures mean nothing
+QUICK_NETWORK = """extends: {tiny}
+name: delay-quick
+data: {{sigma: 4, clip_length: 4, resize_short: 36, crop: [32, 32], window: 32}}
+model: {{channels: 16, head_samples: 4, head_hidden: 16, labeller: anchor}}
+stream: {{detector: {{provisional_min_score: 0.0}}}}
+"""
+
+
+def one_run(config: str, checkpoint: Path | None, cameras: int, seconds: float, hop: int, guard: float,
             size: tuple[int, int]) -> dict[str, Any]:
     cfg = load_config(config)
     uris = {f"cam{i}": (f"synthetic://cam{i}?seed={i}&duration={seconds:g}&fps=25&width={size[0]}&height={size[1]}"
@@ -72,10 +82,12 @@ def one_run(config: str, checkpoint: Path, cameras: int, seconds: float, hop: in
     sub = Subscriber(endpoint, dedup=False)
     with tempfile.TemporaryDirectory(prefix="menet-delay-") as tmp:
         run_cfg = Path(tmp) / "delay.yaml"
-        run_cfg.write_text(f"extends: {REPO / 'configs' / (config + '.yaml') if '/' not in config else config}\n"
-                           f"stream:\n  detector:\n    guard_s: {guard}\n")
-        cmd = [sys.executable, "-m", "stream", "run", "--config", str(run_cfg), "--checkpoint", str(checkpoint),
-               "--event-endpoint", endpoint, "--wait-subscribers", "1", "--hop", str(hop)]
+        base = config if "/" in config or config.endswith(".yaml") else REPO / "configs" / f"{config}.yaml"
+        run_cfg.write_text(f"extends: {base}\nstream:\n  detector:\n    guard_s: {guard}\n")
+        cmd = [sys.executable, "-m", "stream", "run", "--config", str(run_cfg), "--event-endpoint", endpoint,
+               "--wait-subscribers", "1", "--hop", str(hop)]
+        if checkpoint is not None:
+            cmd += ["--checkpoint", str(checkpoint)]
         for sid, uri in uris.items():
             cmd += ["--source", f"{sid}={uri}"]
         log = open(Path(tmp) / "run.log", "w+")
@@ -137,19 +149,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hop", type=int, nargs="+", default=[16], help="data.hop values to run")
     ap.add_argument("--guard", type=float, nargs="+", default=[1.0], help="stream.detector.guard_s values")
     ap.add_argument("--resolution", default="320x240")
-    ap.add_argument("--quick", action="store_true", help="2 cameras x 50 s (over one 41-s window), one run")
+    ap.add_argument("--quick", action="store_true",
+                    help="one 12-s camera through a small random network: the code path, not a measurement")
     ap.add_argument("--json", default=None, help="write every run's figures here")
     a = ap.parse_args(argv)
-    if a.quick:
-        a.cameras, a.seconds, a.hop, a.guard = 2, 50.0, a.hop[:1], a.guard[:1]
     size = tuple(int(v) for v in a.resolution.split("x"))
+    checkpoint: Path | None = Path(a.checkpoint)
+    tmp = None
+    if a.quick:
+        tmp = tempfile.TemporaryDirectory(prefix="menet-delay-quick-")
+        quick_cfg = Path(tmp.name) / "delay-quick.yaml"
+        quick_cfg.write_text(QUICK_NETWORK.format(tiny=REPO / "configs" / "stream.yaml"))
+        a.config, checkpoint, a.cameras, a.seconds, a.hop, a.guard = str(quick_cfg), None, 1, 12.0, [8], a.guard[:1]
+        size = (48, 48)
     runs = []
     print("| hop | guard (s) | delay p50 / p95 (s) | reported | longer than a window | final mAP@0.5 | "
           "first-published mAP@0.5 (ratio) | provisional / open / retracted / final messages | dropped |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for hop in a.hop:
         for guard in a.guard:
-            r = one_run(a.config, Path(a.checkpoint), a.cameras, a.seconds, hop, guard, size)  # type: ignore[arg-type]
+            r = one_run(a.config, checkpoint, a.cameras, a.seconds, hop, guard, size)  # type: ignore[arg-type]
             runs.append(r)
             m, lg = r["messages"], r["longer_than_a_window"]
             print(f"| {hop} | {guard:g} | {r['delay_p50_s']} / {r['delay_p95_s']} | {r['reported']} / {r['actions']} | "
@@ -158,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['dropped_snippets']} |", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps({"command": " ".join([sys.executable, *sys.argv]), "runs": runs}, indent=1))
+    if tmp is not None:
+        tmp.cleanup()
     return 0
 
 

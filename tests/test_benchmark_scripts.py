@@ -29,11 +29,11 @@ QUICK_OUTPUT = {
     "bench_decode.py": ["tiny       max_pairs=2048", "tiny       max_pairs=None"],
     "bench_soft_nms.py": ["gaussian    300", "bmn    600"],
     "bench_protocol.py": ["| snippet |", "| window |", "| event |"],
-    "bench_delay.py": ["| hop | guard (s) | delay p50 / p95 (s) |", "| 16 | 1 |"],
+    "bench_delay.py": ["| hop | guard (s) | delay p50 / p95 (s) |", "| 8 | 1 |"],
     "bench_transport.py": ["| ipc |", "| tcp |", "| MFE, batch 1 |", "| MREM | window |",
                            "| decode (sparse anchors, random weights) |", "| merge + Soft-NMS"],
 }
-# quick runs over ~20 s on a CI CPU: bench_delay runs two 50-s live cameras through `menet run`
+# quick runs over ~20 s on a CI CPU (bench_delay: one 12-s live camera through `menet run`, ~25 s)
 SLOW_QUICK: set[str] = {"bench_delay.py"}
 
 
