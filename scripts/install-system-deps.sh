@@ -2,12 +2,15 @@
 # System packages the test suite needs beyond the Python ones (Debian/Ubuntu, apt).
 #   - GStreamer's RTSP server (+ codecs) for tests/test_stream_rtsp.py, driven by the
 #     system python3 with python3-gi (tests/rtsp/serve.py).
+#   - rtsp-server-perl, an independent UDP-only RTSP relay, for tests/test_rtsp_independent.py
+#     (tests/rtsp/relay.py starts it on free ports and pushes into it with the GStreamer
+#     packages above; no ffmpeg needed). The package's own service is disabled again.
 # Idempotent and quiet: does nothing when everything is already installed; without
 # root or apt it says so and exits 0 (the tests that need the packages then skip).
 set -eu
 PKGS="python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp \
 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
-gstreamer1.0-plugins-ugly gstreamer1.0-libav"
+gstreamer1.0-plugins-ugly gstreamer1.0-libav rtsp-server-perl"
 
 missing=""
 for p in $PKGS; do
@@ -30,3 +33,14 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq >/dev/null
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+case " $missing " in
+*" rtsp-server-perl "*)
+    # the tests start their own instance; do not leave a system service listening on 554/5545
+    if [ -d /run/systemd/system ]; then
+        $SUDO systemctl disable --now rtsp-server-perl.service >/dev/null 2>&1 || true
+    else
+        $SUDO invoke-rc.d rtsp-server-perl stop >/dev/null 2>&1 || true
+        $SUDO update-rc.d rtsp-server-perl disable >/dev/null 2>&1 || true
+    fi
+    ;;
+esac
