@@ -130,6 +130,17 @@ class SoftNMSConfig:
 
 
 @dataclass
+class JoinConfig:
+    """Actions longer than a window (engine/online/joiner.py): pieces cut by window edges,
+    same label, joined into one detection. The paper is silent (its THUMOS windows hold its
+    actions); this is our rule, offline and online alike."""
+    enabled: bool = True
+    edge_snippets: float = 2.0  # a piece within this of its window's edge was cut by it
+    min_score: float = 0.05     # fainter pieces pass through unjoined (they are mostly noise)
+    max_span_s: float = 900.0   # a group longer than this is closed where it stands (bounded hold)
+
+
+@dataclass
 class InferenceConfig:
     peak_ratio: float = 0.5  # candidate boundary: local peak or > ratio * max
     max_detections: int = 100
@@ -139,6 +150,7 @@ class InferenceConfig:
     # labels emitted per proposal (offline and online): each proposal is reported once per
     # each of its best k classes, score = proposal score x class probability
     labels_per_proposal: int = 1
+    join: JoinConfig = field(default_factory=JoinConfig)
 
 
 @dataclass
@@ -517,5 +529,8 @@ def _validate(cfg: MENetConfig, problems: _Problems) -> None:
     i = cfg.inference
     check(0 < i.peak_ratio <= 1, "inference.peak_ratio", f"must be in (0, 1], got {i.peak_ratio}")
     check(i.max_detections >= 1, "inference.max_detections", f"must be >= 1, got {i.max_detections}")
+    check(i.join.edge_snippets >= 0, "inference.join.edge_snippets", f"must be >= 0, got {i.join.edge_snippets}")
+    check(0 <= i.join.min_score, "inference.join.min_score", f"must be >= 0, got {i.join.min_score}")
+    check(i.join.max_span_s > 0, "inference.join.max_span_s", f"must be > 0, got {i.join.max_span_s}")
     check(i.soft_nms.sigma > 0, "inference.soft_nms.sigma", f"must be > 0, got {i.soft_nms.sigma}")
     cfg.check_more(check)

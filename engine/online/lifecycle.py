@@ -10,8 +10,11 @@ every window this tracker also reports what the merger still holds (``pending``)
   ``event_id``; later windows update the same id (segment, score, label) as evidence
   accrues.
 - **open**: a pending detection that reaches into the last ``guard_s`` of the window:
-  its start is known, its end is "now". Later windows extend it; it becomes provisional
-  when a window sees it end, or final.
+  its start is known, its end is "now". Later windows extend it (a new extent matches an
+  open event when it covers at least ``match_tiou`` of it, not only by tIoU, since it
+  grows); it becomes provisional when a window sees it end, or final. An action longer
+  than a window stays one event: the merger's joiner
+  (:class:`engine.online.joiner.WindowJoiner`) holds its pieces as one detection.
 - **final**: what the merger releases, unchanged (offline equals online for files). A
   final detection takes the id of the provisional/open event it matches (same label,
   tIoU >= ``match_tiou``), else a new one.
@@ -87,6 +90,10 @@ class EventLifecycle:
             if t.label != label:
                 continue
             iou = _tiou(s, e, t.start, t.end)
+            if t.state == OPEN and t.end > t.start:
+                # an open event grows by a hop per window: while short, its next extent can be more
+                # than twice as long (tIoU < 0.5) yet it is the same action if it covers the old one
+                iou = max(iou, max(0.0, min(e, t.end) - max(s, t.start)) / (t.end - t.start))
             if iou >= best_iou:
                 best, best_iou = eid, iou
         return best

@@ -11,6 +11,7 @@ from ..config import InferenceConfig
 from ..postprocess.decode import Proposals
 from ..postprocess.soft_nms import segment_iou, soft_nms
 from ..postprocess.windows import Detections, nms_detections, window_candidates, window_nms
+from .joiner import WindowJoiner
 
 
 class StreamMerger:
@@ -37,6 +38,13 @@ class StreamMerger:
     video-level pass over them instead of the pending, already window-NMS'd set. A
     second push, or any emission after the first, drops them: more windows, the usual
     two-stage merge.
+
+    Long actions: each window's detections pass through a
+    :class:`~engine.online.joiner.WindowJoiner` (``cfg.join``) before they are pending; the
+    pieces of an action longer than a window are held there and come out as one detection
+    when no later window can continue them. The cut never passes the joiner's
+    ``hold_from``, so a joined detection never overlaps one already released (exact mode;
+    with ``max_lag`` the lag bound wins, see below).
 
     Latency: overlapping proposals can chain across windows (a long proposal
     straddles the next window's start, which a proposal of the previous window
@@ -86,6 +94,7 @@ class StreamMerger:
         self._pushes = 0
         # the first window's candidates before Soft-NMS while it may stay the only one
         self._single: Detections | None = None
+        self.joiner = WindowJoiner(cfg.join, seconds_per_snippet)
 
     def push(self, window_start: float, proposals: Proposals,
              next_start: float | None = None) -> Detections:
@@ -105,8 +114,10 @@ class StreamMerger:
                                   self.proposals_only)
         self._single = cand if self._pushes == 1 else None
         part = window_nms(cand, proposals, self.sps, self.cfg, self.proposals_only)
-        self._pending = Detections.concatenate([self._pending, part])
         horizon = (window_start if next_start is None else next_start) * self.sps
+        part = self.joiner.push(window_start * self.sps, (window_start + proposals.window) * self.sps, part,
+                                horizon, self.video_duration)
+        self._pending = Detections.concatenate([self._pending, part])
         out = self._release(horizon)
         if len(out):
             self._single = None  # part of the first window is final: it was not the whole segment
@@ -120,13 +131,18 @@ class StreamMerger:
         """
         if self._single is not None:
             self._pending, self._single = self._single, None
+            self.joiner.flush()  # the one window's candidates stand for everything it held
+        else:
+            self._pending = Detections.concatenate([self._pending, self.joiner.flush()])
         return self._release(math.inf)
 
     @property
     def pending(self) -> Detections:
         """What the merger holds and may still release (each window's detections after its own
-        Soft-NMS, in seconds): the event lifecycle's provisional and open events come from here."""
-        return self._pending
+        Soft-NMS, in seconds, and the long actions the joiner holds, one detection each): the
+        event lifecycle's provisional and open events come from here."""
+        held = self.joiner.held
+        return Detections.concatenate([self._pending, held]) if len(held) else self._pending
 
     def emit_floor(self) -> float:
         """Seconds: every detection this merger can still emit ends at or after this.
@@ -135,7 +151,7 @@ class StreamMerger:
         after the last window's start (segments are clipped to their window). The online
         detector forgets the ids of events that ended before it (see
         ``engine.online.events.RecentIds``). ``-inf`` before the first window."""
-        floor = self._last_start * self.sps
+        floor = min(self._last_start * self.sps, self.joiner.held_end_floor())
         for held in (self._pending, self._single):
             if held is not None and len(held):
                 floor = min(floor, float(held.segments[:, 1].min()))
@@ -154,13 +170,15 @@ class StreamMerger:
         if len(pend) == 0:
             return Detections.empty()
         s, e = pend.segments[:, 0], pend.segments[:, 1]
-        cut = horizon
+        cut = min(horizon, self.joiner.hold_from)  # held pieces may still become a longer detection
         while True:  # lower the cut below every segment that straddles it
             straddle = (s < cut) & (e > cut)
             if not straddle.any():
                 break
             cut = float(s[straddle].min())
         if self.max_lag is not None and math.isfinite(horizon) and cut < horizon - self.max_lag:
+            # live: the lag bound wins over the joiner's hold (what it holds is not pending here, and
+            # a long action joined later may overlap what this commits: part of the approximation)
             return self._commit(horizon - self.max_lag)
         done = e <= cut
         if not done.any():

@@ -166,6 +166,9 @@ def merge_video(per_window: Iterable[tuple[float, Proposals]], seconds_per_snipp
     THUMOS mode below a window's length) skips the per-window pass: its proposals get
     the video-level pass only, so no score is decayed twice by the same neighbour.
 
+    Between the two passes, the pieces of actions longer than a window are joined
+    (:class:`engine.online.joiner.WindowJoiner`, ``cfg.join``).
+
     Clipping before the per-window Soft-NMS (rather than after) keeps padding
     garbage from decaying real proposals; Soft-NMS is invariant to the affine map
     to seconds (``bmn`` gets the window's length in seconds as its duration).
@@ -181,8 +184,15 @@ def merge_video(per_window: Iterable[tuple[float, Proposals]], seconds_per_snipp
         start, props = windows[0]
         return _single_window_detections(start, props, seconds_per_snippet, video_duration, cfg,
                                          proposals_only)
-    parts = [_window_detections(start, props, seconds_per_snippet, video_duration, cfg, proposals_only)
-             for start, props in windows]
+    from ..online.joiner import WindowJoiner  # the online core's rule, imported late (it imports this module)
+
+    joiner = WindowJoiner(cfg.join, seconds_per_snippet)
+    parts = []
+    for i, (start, props) in enumerate(windows):
+        part = _window_detections(start, props, seconds_per_snippet, video_duration, cfg, proposals_only)
+        parts.append(joiner.push(start * seconds_per_snippet, (start + props.window) * seconds_per_snippet, part,
+                                 start * seconds_per_snippet, float(video_duration)))
+    parts.append(joiner.flush())
     allw = Detections.concatenate(parts)
     agnostic = proposals_only or cfg.soft_nms.class_agnostic
     return nms_detections(allw.segments, allw.scores, allw.labels, cfg, float(video_duration), agnostic,
