@@ -13,7 +13,7 @@ import sys
 
 # Order is the order of `menet --help`. Every name must be a module in stream/commands:
 # a missing one is an ImportError at startup, never a silently absent command.
-COMMANDS = ("demo", "run", "sources", "subscribe", "synth", "pretrain_backbone", "extract", "train", "train_labeller", "infer", "eval",
+COMMANDS = ("demo", "run", "grabber", "engine", "detector", "sources", "subscribe", "synth", "pretrain_backbone", "extract", "train", "train_labeller", "infer", "eval",
             "build_engine", "bench", "keys", "model_info", "weights")
 
 

@@ -213,14 +213,56 @@ class DetectorCore:
         st.ids.forget_ending_before(st.merger.emit_floor() - 1e-3)
 
 
+class PublishGate:
+    """When a starting detector may take windows, and so publish (pure: no sockets, no clock).
+
+    Until the gate opens the detector leaves windows queued (back-pressure), so nothing it
+    publishes goes out before its subscribers are in. ``want``: subscriptions awaited at every
+    start, as ever (``stream.detector.wait_subscribers`` + ``internal``, the pipeline's own).
+    A *restarted* detector (``restarted``) also holds for ``grace_s`` seconds from ``since``
+    (its bind): the subscribers of the dead one reconnect on their own (ZeroMQ ``RECONNECT_IVL``),
+    and would miss its first messages. With ``wait_subscribers`` > 0 (``want > internal``) the
+    hold ends as soon as that many are in. A first start has no hold; ``grace_s`` 0 = no hold.
+    Once open it stays open: later unsubscriptions never hold the pipeline."""
+
+    def __init__(self, want: int, grace_s: float, restarted: bool, internal: int = 0, since: float = 0.0) -> None:
+        self.want = want
+        self.internal = internal
+        self.grace_s = grace_s if restarted else 0.0
+        self.restarted = restarted
+        self.since = since
+        self.opened_at: float | None = None
+
+    def open(self, subscribers: int, now: float) -> bool:
+        if self.opened_at is not None:
+            return True
+        if subscribers < self.want:
+            return False  # awaited as at any start (internal subscriptions, then wait_subscribers)
+        early = self.want > self.internal  # wait_subscribers reached: those the operator asked for are in
+        if not early and now - self.since < self.grace_s:
+            return False
+        self.opened_at = now
+        return True
+
+    def waited(self) -> float:
+        """Seconds from ``since`` to the opening (0 while closed)."""
+        return 0.0 if self.opened_at is None else max(0.0, self.opened_at - self.since)
+
+
 def detector_main(cfg: StreamConfig, checkpoint: str | None, window_endpoint: str, event_endpoint: str,
                   metrics_port: int = 0, log_level: int = logging.INFO, control_endpoint: str | None = None,
-                  internal_subscribers: int = 0) -> None:
-    """Process entry point (spawned by the supervisor).
+                  internal_subscribers: int = 0, serve: bool = False) -> None:
+    """Process entry point (spawned by the supervisor, or run alone by ``menet detector``).
 
     ``internal_subscribers``: subscriptions the pipeline itself makes (the supervisor follows
     the published ``eos`` messages); the detector waits for them before it takes windows, so
-    none of them misses the start, on top of ``stream.detector.wait_subscribers``."""
+    none of them misses the start, on top of ``stream.detector.wait_subscribers``.
+
+    ``serve`` (``menet detector``, a fleet): the detector outlives its engine. An engine's
+    ``stop`` flushes every stream (their events go out) but does not stop the detector, which
+    takes the next engine's windows; only SIGINT/SIGTERM stop it. With no supervisor to say
+    whether this start is a restart (an orchestrator restarts it), every start holds windows
+    ``stream.detector.resubscribe_s`` for the subscribers of a previous process."""
     import zmq
 
     from .worker import WorkerShell
@@ -239,7 +281,11 @@ def detector_main(cfg: StreamConfig, checkpoint: str | None, window_endpoint: st
     poller = zmq.Poller()
     poller.register(pub, zmq.POLLIN)
     poller.register(pull, zmq.POLLIN)
-    want = cfg.stream.detector.wait_subscribers + internal_subscribers
+    d = cfg.stream.detector
+    # the supervisor's state says so before the start; a service cannot tell, so it assumes a restart
+    restarted = serve or "detector" in shell.control.state.restarted
+    gate = PublishGate(d.wait_subscribers + internal_subscribers, d.resubscribe_s, restarted,
+                       internal=internal_subscribers, since=time.monotonic())
     stopping = False
     while not stop.is_set() and not stopping:
         events = dict(poller.poll(200))
@@ -253,15 +299,22 @@ def detector_main(cfg: StreamConfig, checkpoint: str | None, window_endpoint: st
                     subscribers += 1
                 elif sub[:1] == b"\x00":
                     subscribers = max(0, subscribers - 1)
-        if subscribers >= want:
-            want = 0  # the wait is for the start only: later unsubscriptions do not hold the pipeline
-        if pull in events and subscribers >= want:
+        was_open = gate.opened_at is not None
+        ready = gate.open(subscribers, time.monotonic())  # once open, later unsubscriptions do not hold it
+        if ready and not was_open and restarted:
+            log.info("detector: restarted; publishing with %d subscription(s) after holding windows %.2f s "
+                     "for subscribers to reconnect (stream.detector.resubscribe_s %g)", subscribers, gate.waited(),
+                     d.resubscribe_s)
+        if pull in events and ready:
             got = receive_valid(pull, metrics, "detector")
             if got is None:
                 continue
             msg, t_in = got
-            core.handle(msg, t_in)
-            stopping = msg.type == P.STOP
+            core.handle(msg, t_in)  # a stop flushes every stream
+            stopping = msg.type == P.STOP and not serve
+            if msg.type == P.STOP and serve:
+                log.info("detector: the engine stopped (%s); its streams are flushed, waiting for windows",
+                         msg.header.get("reason", "no reason given"))
         elif pull in events:
             time.sleep(0.05)  # waiting for subscribers: leave windows queued (back-pressure)
         for topic, header in core.outbox:

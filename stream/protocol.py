@@ -221,6 +221,8 @@ SCHEMA: dict[str, list[Field]] = {
         ("replay", _str_list, True, "stream ids whose files are sent again from snippet 0 at this epoch"),
         ("released", _str_list, True, "workers that may close their sockets: 'engine', 'grabber:ID#INSTANCE'"),
         ("removed", _str_list, True, "sources removed at runtime: 'ID#INSTANCE'"),
+        # optional: older supervisors omit it (= none restarted)
+        ("restarted", _str_list, False, "core workers restarted at least once: 'engine', 'detector'"),
     ],
 }
 

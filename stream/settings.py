@@ -31,6 +31,11 @@ class TransportSettings:
     control_endpoint: str | None = None  # supervisor REP (`menet sources`); None: ipc:// in the per-run temp dir
     queue_size: int = 64  # ZMQ high-water marks (messages) on every socket
     metrics_port: int = 0  # 0 = metrics disabled; else supervisor P, detector P+1, engine P+2, grabbers P+3..
+    metrics_host: str = "127.0.0.1"  # where /metrics and /health listen; 0.0.0.0 in a container (probes, scrapes)
+    # a fleet (`menet grabber`): the snippet endpoints of its engines; each stream goes to exactly one,
+    # shards[stream id] (an index into engines) or else rendezvous hashing of the id (stream/roles.py)
+    engines: list[str] = field(default_factory=list)
+    shards: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -60,6 +65,9 @@ class DetectorSettings:
     merge: Literal["auto", "exact", "lag"] = "auto"  # auto: exact for files, lag for live sources
     max_lag_s: float = 10.0  # "lag" merge: final events trail the newest window by at most this
     wait_subscribers: int = 0  # detector holds windows until this many subscribers are connected
+    # after a restart, the detector holds windows up to this long (from its bind) so the subscribers of the
+    # dead one can reconnect before it publishes (less once wait_subscribers are back); 0: no wait
+    resubscribe_s: float = 2.0
     # event lifecycle (protocol v2, docs/protocol.md): after every window, what the merger still holds is
     # published as provisional events (open when it reaches into the last guard_s of the window) and
     # updated until final; false: final events only (protocol v1 behaviour)
@@ -146,6 +154,8 @@ def check_stream_settings(s: StreamSettings, check: Callable[[bool, str, str], N
           f"must be 0 (off) or a port number, got {t.metrics_port}")
     check(d.max_lag_s >= 0, "stream.detector.max_lag_s", f"must be >= 0, got {d.max_lag_s}")
     check(d.wait_subscribers >= 0, "stream.detector.wait_subscribers", f"must be >= 0, got {d.wait_subscribers}")
+    check(d.resubscribe_s >= 0, "stream.detector.resubscribe_s",
+          f"must be >= 0 seconds (0: a restarted detector publishes at once), got {d.resubscribe_s}")
     check(d.guard_s >= 0, "stream.detector.guard_s", f"must be >= 0 seconds, got {d.guard_s}")
     check(0 <= d.provisional_min_score <= 1, "stream.detector.provisional_min_score",
           f"must be in [0, 1], got {d.provisional_min_score}")
@@ -162,17 +172,24 @@ def check_stream_settings(s: StreamSettings, check: Callable[[bool, str, str], N
     check(t.control_endpoint is None or t.control_endpoint.startswith(("ipc://", "tcp://")),
           "stream.transport.control_endpoint",
           f"must be an ipc:// or tcp:// endpoint (other processes connect to it), got {t.control_endpoint!r}")
-    for key in ("snippet_endpoint", "window_endpoint", "event_endpoint", "control_endpoint"):
-        ep = getattr(t, key)
-        check(ep is None or ep.startswith(("ipc://", "tcp://", "inproc://")), f"stream.transport.{key}",
+    endpoints = [(f"stream.transport.{key}", getattr(t, key))
+                 for key in ("snippet_endpoint", "window_endpoint", "event_endpoint", "control_endpoint")]
+    endpoints += [(f"stream.transport.engines[{i}]", ep) for i, ep in enumerate(t.engines)]
+    for key, ep in endpoints:
+        check(ep is None or ep.startswith(("ipc://", "tcp://", "inproc://")), key,
               f"must be an ipc://, tcp:// or inproc:// endpoint, got {ep!r}")
         if ep is not None and ep.startswith("tcp://"):
             try:
                 port = urlsplit(ep).port
             except ValueError:
                 port = None
-            check(port is not None and 0 < port < 65536 and bool(urlsplit(ep).hostname), f"stream.transport.{key}",
+            check(port is not None and 0 < port < 65536 and bool(urlsplit(ep).hostname), key,
                   f"must be tcp://HOST:PORT with a port in 1..65535, got {ep!r}")
+    check(len(set(t.engines)) == len(t.engines), "stream.transport.engines", "lists an endpoint twice")
+    for sid, index in t.shards.items():
+        check(0 <= index < len(t.engines), f"stream.transport.shards.{sid}",
+              f"must index stream.transport.engines (0..{len(t.engines) - 1}), got {index}")
+    check(bool(t.metrics_host.strip()), "stream.transport.metrics_host", "must be a host name or address")
     check(sec.curve_clients_dir is None or sec.curve_server_secret_file is not None,
           "stream.security.curve_clients_dir", "needs stream.security.curve_server_secret_file (the server's key pair)")
 

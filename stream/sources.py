@@ -114,6 +114,12 @@ def default_stream_id(uri: str) -> str:
     return stem
 
 
+def is_live_uri(uri: str) -> bool:
+    """Live sources (dropped snippets, no replay, restarted when their grabber dies)."""
+    kind = source_kind(uri)
+    return kind in ("rtsp", "v4l2") or (kind == "synthetic" and "rate=max" not in uri)
+
+
 def assign_stream_ids(args: list[str]) -> list[tuple[str, str]]:
     """(stream id, uri) per ``--source``; ids are unique (``-2``, ``-3`` suffixes)."""
     out, seen = [], set()

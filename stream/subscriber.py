@@ -34,9 +34,11 @@ class Subscriber:
     after a worker restart the pipeline may send an event again, see docs/streaming.md), and
     anything for an id already final or retracted; repeats are counted in :attr:`duplicates`.
     ``curve``: (client public, client secret, server public) keys for a CURVE endpoint.
+    ``endpoint``: one event endpoint, or a list: the detectors of a fleet (each stream is
+    published by exactly one of them; one SUB socket reads them all, fairly).
     """
 
-    def __init__(self, endpoint: str, streams: list[str] | None = None, types: tuple[str, ...] | None = None,
+    def __init__(self, endpoint: str | list[str], streams: list[str] | None = None, types: tuple[str, ...] | None = None,
                  hwm: int = 100000, dedup: bool = True, dedup_size: int = 100000,
                  curve: tuple[bytes, bytes, bytes] | None = None, final_only: bool = False) -> None:
         self.ctx = zmq.Context()
@@ -53,10 +55,14 @@ class Subscriber:
         self.streams = set(streams) if streams else None
         for topic in (streams or [""]):
             self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        self.sock.connect(endpoint)
+        endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
+        if not endpoints:
+            raise ValueError("Subscriber needs at least one endpoint")
+        for ep in endpoints:
+            self.sock.connect(ep)
         self.types = types
         self.malformed = 0
-        self.endpoint = endpoint
+        self.endpoint = endpoints[0] if len(endpoints) == 1 else endpoints
 
     def recv(self, timeout: float | None = None) -> P.Message | None:
         """The next kept message, or ``None`` after ``timeout`` seconds without one."""

@@ -59,7 +59,7 @@ from .engine_worker import engine_main
 from .grabber import grabber_main
 from .metrics import Metrics
 from .worker import SupervisorState, grabber_target, source_key
-from .sources import SourceError, probe_source, safe_uri, source_kind
+from .sources import SourceError, is_live_uri, probe_source, safe_uri, source_kind
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +108,6 @@ def resolve_endpoints(cfg: StreamConfig) -> Endpoints:
     windows = s.window_endpoint or f"ipc://{tmpdir}/windows"
     control = s.control_endpoint or f"ipc://{tmpdir}/control"
     return Endpoints(snippets, windows, s.event_endpoint, tmpdir, control, f"ipc://{tmpdir}/supervisor")
-
-
-def is_live_uri(uri: str) -> bool:
-    """Live sources (dropped snippets, no replay, restarted when their grabber dies)."""
-    kind = source_kind(uri)
-    return kind in ("rtsp", "v4l2") or (kind == "synthetic" and "rate=max" not in uri)
 
 
 @dataclass
@@ -486,7 +480,7 @@ class Supervisor:
         prev = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.metrics.set_health(self.health)
-            self.metrics.serve(self._port(0))
+            self.metrics.serve(self._port(0), self.cfg.stream.transport.metrics_host)
             self._open_control()
             self._open_state()
             self._build_workers()
@@ -620,6 +614,10 @@ class Supervisor:
                     self._send(P.make_header(P.EOS, 0, stream=w.stream, n_snippets=None, reason="grabber failed"))
                     continue
                 if w.role in ("engine", "detector"):
+                    # published now, before the new process starts: its first control message says it is a
+                    # restart (a restarted detector lets its subscribers reconnect before it publishes)
+                    if w.name not in self.state.restarted:
+                        self._set_state(restarted=self.state.restarted | {w.name})
                     self._request_replay(f"{w.name} died")
                 if now - w.started_at > s.restart_max_s:
                     w.restarts = 0

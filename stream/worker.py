@@ -58,15 +58,20 @@ class SupervisorState:
     replay: frozenset[str] = field(default_factory=frozenset)
     released: frozenset[str] = field(default_factory=frozenset)
     removed: frozenset[str] = field(default_factory=frozenset)
+    # core workers ("engine", "detector") the supervisor has restarted at least once: a restarted
+    # detector gives its subscribers time to reconnect before it publishes (stream.detector.resubscribe_s)
+    restarted: frozenset[str] = field(default_factory=frozenset)
     received: bool = False
 
     @classmethod
     def from_header(cls, h: dict[str, Any]) -> "SupervisorState":
-        return cls(h["epoch"], frozenset(h["replay"]), frozenset(h["released"]), frozenset(h["removed"]), True)
+        return cls(h["epoch"], frozenset(h["replay"]), frozenset(h["released"]), frozenset(h["removed"]),
+                   frozenset(h.get("restarted", ())), received=True)
 
     def to_header(self) -> dict[str, Any]:
         return P.make_header(P.CONTROL, 0, epoch=self.epoch, replay=sorted(self.replay),
-                             released=sorted(self.released), removed=sorted(self.removed))
+                             released=sorted(self.released), removed=sorted(self.removed),
+                             restarted=sorted(self.restarted))
 
 
 class ControlFollower:
@@ -163,7 +168,7 @@ class WorkerShell:
 
     def serve_metrics(self, health: Callable[[], dict[str, Any]]) -> None:
         self.metrics.set_health(health)
-        self.metrics.serve(self.metrics_port)
+        self.metrics.serve(self.metrics_port, self.cfg.stream.transport.metrics_host)
 
     def linger_until_released(self, target: str, timeout_s: float,
                               interrupt: Callable[[], bool] = lambda: False) -> bool:

@@ -1,10 +1,11 @@
 """``menet subscribe``: print events as the detector publishes them.
 
-    menet subscribe [--endpoint tcp://127.0.0.1:5560] [--stream ID ...] [--json] [--status]
+    menet subscribe [--endpoint tcp://127.0.0.1:5560 [--endpoint ...]] [--stream ID ...] [--json] [--status]
                     [--final-only] [--count N] [--timeout S] [--until-end]
 
 One line per event message, with its lifecycle state: provisional, open, final or
-retracted; a later line for the same id supersedes the earlier ones (``--final-only``:
+retracted; a later line for the same id supersedes the earlier ones. Several ``--endpoint``
+follow every detector of a fleet at once (docs/deployment.md) (``--final-only``:
 final events only, as protocol v1 clients see them). ``--json``: one JSON object per
 line, the message header as documented in docs/protocol.md. ``--status`` adds stream status, gap and
 end-of-stream lines. Exits 0 on Ctrl-C, after ``--count`` events, after
@@ -28,8 +29,9 @@ from .. import protocol as P
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("subscribe", help="print detected events as they arrive",
                               description="Subscribe to the event endpoint of `menet run` and print events.")
-    p.add_argument("--endpoint", default=None,
-                   help="event endpoint (default: the config's stream.transport.event_endpoint, tcp://127.0.0.1:5560)")
+    p.add_argument("--endpoint", action="append", default=None,
+                   help="event endpoint, repeatable: every detector of a fleet (default: the config's "
+                        "stream.transport.event_endpoint, tcp://127.0.0.1:5560)")
     p.add_argument("--config", default="stream", help="config whose stream.transport.event_endpoint is the default")
     p.add_argument("--stream", action="append", default=None, metavar="ID", help="only this stream (repeatable)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -52,18 +54,18 @@ def run(args: argparse.Namespace) -> int:
 
     from ..security import SecurityError, load_client_curve
 
-    endpoint = args.endpoint
+    endpoints = args.endpoint
     key, server_key = args.key, args.server_key
-    if endpoint is None or (endpoint.startswith("tcp://") and (key is None or server_key is None)):
+    if endpoints is None or (any(e.startswith("tcp://") for e in endpoints) and (key is None or server_key is None)):
         try:
             scfg = load_config(args.config).stream
         except ConfigError as exc:
-            if endpoint is None:
+            if endpoints is None:
                 print(f"menet subscribe: {exc}", file=sys.stderr)
                 return 2
             scfg = None
         if scfg is not None:
-            endpoint = endpoint or scfg.transport.event_endpoint
+            endpoints = endpoints or [scfg.transport.event_endpoint]
             key = key or scfg.security.curve_client_secret_file
             server_key = server_key or scfg.security.curve_server_public_file
     try:
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     events = 0
     pending_end = set(args.stream or [])
-    with Subscriber(endpoint, args.stream, dedup=not args.no_dedup, curve=curve, final_only=args.final_only) as sub:
+    with Subscriber(endpoints, args.stream, dedup=not args.no_dedup, curve=curve, final_only=args.final_only) as sub:
         try:
             while True:
                 msg = sub.recv(args.timeout or None)
