@@ -440,6 +440,15 @@ def _build(tp: Any, value: Any, key: str, where: _Where, problems: _Problems) ->
             return bad(f"expected a list, got {type(value).__name__} {value!r}")
         items = [_build(args[0], v, f"{key}[{i}]", where, problems) for i, v in enumerate(value)]
         return _BAD if any(v is _BAD for v in items) else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            return bad(f"expected a map, got {type(value).__name__} {value!r}")
+        out = {}
+        for k, v in value.items():
+            kk = _build(args[0], k, f"{key} key {k!r}", where, problems)
+            vv = _build(args[1], v, f"{key}.{k}", where, problems)
+            out[kk] = vv
+        return _BAD if any(v is _BAD for v in [*out, *out.values()]) else out
     if tp is bool:
         if not isinstance(value, bool):
             return bad(f"expected true/false, got {value!r}")
