@@ -1,7 +1,7 @@
 """How soon events come: detection delay, actions reported, provisional vs final mAP.
 
     python benchmarks/bench_delay.py                       # 4 live cameras x 300 s, config stream
-    python benchmarks/bench_delay.py --hop 16 32 64 --guard 1.0 --json delay.json
+    python benchmarks/bench_delay.py --hop 16 32 64 --guard 1.0 --json delay.json --plot delay.png
     python benchmarks/bench_delay.py --quick               # the code path only: a small random network
 
 N live synthetic cameras (``synthetic://...&rate=realtime``, 25 fps, seeds 0..N-1) run to
@@ -14,7 +14,9 @@ independent subscriber keeps every message. Per run (one per hop x guard):
 - **reported**: the share of true actions with such a message, actions longer than a
   window included;
 - **mAP@0.5**: of the final events (what offline inference gives) and of every event as
-  first published (each id's first message: the provisional view);
+  first claimed whole (each id's first provisional or final message, retracted ids included:
+  the provisional view a user acting at once gets); also of each id's very first message,
+  open ones included (an open event's end is "now", so this one scores the open extents);
 - dropped snippets (gaps) and the wall time.
 
 The figures are of the whole streams, the end-of-stream flush included: an action at a
@@ -117,15 +119,21 @@ def one_run(config: str, checkpoint: Path | None, cameras: int, seconds: float, 
         raise RuntimeError(f"only {len(ended)} of {cameras} streams ended; menet run log:\n{tail}")
     events = [h for h in msgs if h["type"] == P.EVENT]
     finals = {sid: [h for h in events if h["stream"] == sid and event_state(h) == "final"] for sid in uris}
+    # the provisional view: each id as first claimed whole (its first provisional or final message; an
+    # open message's end is "now", not a claim about where the action ends), retracted ids included
     first: dict[str, dict[str, Any]] = {}
+    first_any: dict[str, dict[str, Any]] = {}
     for h in events:
-        if event_state(h) != "retracted":
+        if event_state(h) in ("provisional", "final"):
             first.setdefault(h["event_id"], h)
+        if event_state(h) != "retracted":
+            first_any.setdefault(h["event_id"], h)
     firsts = {sid: [h for h in first.values() if h["stream"] == sid] for sid in uris}
+    firsts_any = {sid: [h for h in first_any.values() if h["stream"] == sid] for sid in uris}
     announced = {sid: [h for h in events if h["stream"] == sid and event_state(h) != "retracted"] for sid in uris}
     delays = merge_reports(detection_delays(truth[sid], announced[sid]) for sid in uris)
     long_actions = [a for a in delays.actions if a.end - a.start > cfg.data.window * cfg.data.sigma / 25.0]
-    final_map, first_map = map_at_05(truth, finals), map_at_05(truth, firsts)
+    final_map, first_map, first_any_map = map_at_05(truth, finals), map_at_05(truth, firsts), map_at_05(truth, firsts_any)
     return {
         "config": config, "hop": hop, "guard_s": guard, "cameras": cameras, "seconds": seconds,
         **delays.summary(),
@@ -133,11 +141,40 @@ def one_run(config: str, checkpoint: Path | None, cameras: int, seconds: float, 
                                  "reported": sum(a.delay_s is not None for a in long_actions)},
         "final_mAP@0.5": round(final_map, 4), "first_published_mAP@0.5": round(first_map, 4),
         "first_over_final": round(first_map / final_map, 3) if final_map else None,
+        "first_message_mAP@0.5": round(first_any_map, 4),  # open messages included, as first sent
         "messages": {s: sum(event_state(h) == s for h in events)
                      for s in ("provisional", "open", "final", "retracted")},
         "dropped_snippets": sum(h["count"] for h in msgs if h["type"] == P.GAP),
         "wall_s": round(time.monotonic() - t0, 1),
     }
+
+
+def plot_tradeoff(runs: list[dict[str, Any]], out: Path) -> None:
+    """Delay p50 (x) against mAP@0.5 (y) per run: the final events and the first claims, one point each,
+    labelled hop / guard; the p95 as a bar to the right."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key, marker, name in (("final_mAP@0.5", "o", "final events"),
+                              ("first_published_mAP@0.5", "s", "first claimed (provisional or final)")):
+        xs = [r["delay_p50_s"] for r in runs]
+        ys = [r[key] for r in runs]
+        ax.scatter(xs, ys, marker=marker, label=name)
+        for r, x, y in zip(runs, xs, ys):
+            if x is not None:
+                ax.hlines(y, x, r["delay_p95_s"], alpha=0.3)
+                ax.annotate(f"hop {r['hop']}, guard {r['guard_s']:g}", (x, y), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+    ax.set_xlabel("detection delay p50 (s); line to p95")
+    ax.set_ylabel("mAP@0.5")
+    ax.set_title(f"{runs[0]['cameras']} live cameras x {runs[0]['seconds']:g} s, config {Path(runs[0]['config']).stem}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true",
                     help="one 12-s camera through a small random network: the code path, not a measurement")
     ap.add_argument("--json", default=None, help="write every run's figures here")
+    ap.add_argument("--plot", default=None, help="PNG: detection delay against mAP@0.5 for every hop x guard run "
+                                                   "(needs matplotlib: the bench extra)")
     a = ap.parse_args(argv)
     size = tuple(int(v) for v in a.resolution.split("x"))
     checkpoint: Path | None = Path(a.checkpoint)
@@ -175,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{lg['reported']} / {lg['actions']} | {r['final_mAP@0.5']:.3f} | {r['first_published_mAP@0.5']:.3f} "
                   f"({r['first_over_final']}) | {m['provisional']} / {m['open']} / {m['retracted']} / {m['final']} | "
                   f"{r['dropped_snippets']} |", flush=True)
+    if a.plot:
+        plot_tradeoff(runs, Path(a.plot))
     if a.json:
         Path(a.json).write_text(json.dumps({"command": " ".join([sys.executable, *sys.argv]), "runs": runs}, indent=1))
     if tmp is not None:
