@@ -5,12 +5,13 @@
 #   - rtsp-server-perl, an independent UDP-only RTSP relay, for tests/test_rtsp_independent.py
 #     (tests/rtsp/relay.py starts it on free ports and pushes into it with the GStreamer
 #     packages above; no ffmpeg needed). The package's own service is disabled again.
+#   - iproute2 (`ip netns`, veth) for tests/test_multihost_netns.py (two hosts as namespaces).
 # Idempotent and quiet: does nothing when everything is already installed; without
 # root or apt it says so and exits 0 (the tests that need the packages then skip).
 set -eu
 PKGS="python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp \
 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
-gstreamer1.0-plugins-ugly gstreamer1.0-libav rtsp-server-perl"
+gstreamer1.0-plugins-ugly gstreamer1.0-libav rtsp-server-perl iproute2"
 
 missing=""
 for p in $PKGS; do

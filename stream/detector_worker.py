@@ -302,9 +302,10 @@ def detector_main(cfg: StreamConfig, checkpoint: str | None, window_endpoint: st
         was_open = gate.opened_at is not None
         ready = gate.open(subscribers, time.monotonic())  # once open, later unsubscriptions do not hold it
         if ready and not was_open and restarted:
-            log.info("detector: restarted; publishing with %d subscription(s) after holding windows %.2f s "
-                     "for subscribers to reconnect (stream.detector.resubscribe_s %g)", subscribers, gate.waited(),
-                     d.resubscribe_s)
+            log.info("detector: %s; publishing with %d subscription(s) after holding windows %.2f s for the "
+                     "subscribers of a previous detector process to reconnect (stream.detector.resubscribe_s %g)",
+                     "started as a service (it cannot tell a restart, so it holds at every start)" if serve
+                     else "restarted", subscribers, gate.waited(), d.resubscribe_s)
         if pull in events and ready:
             got = receive_valid(pull, metrics, "detector")
             if got is None:

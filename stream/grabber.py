@@ -372,6 +372,11 @@ def grabber_main(cfg: StreamConfig, stream_id: str, uri: str, endpoint: str, met
             log.info("%s: waiting for the engine to load before capturing", stream_id)
             while not stop.is_set() and not sock.poll(100, zmq.POLLOUT):
                 pass
+            if stop.is_set():  # stopped before any engine took the connection: no stream was started
+                log.info("%s: stopped while waiting for the engine (nothing was sent)", stream_id)
+                source.close()
+                shell.close()
+                sys.exit(0)
             log.info("%s: engine connected: capturing", stream_id)
     while True:
         try:
