@@ -209,6 +209,8 @@ class Transport:
             s.setsockopt(opt, value)
         try:
             self.secure(s, endpoint, bind)
+            if not bind and endpoint.startswith("tcp://") and self.curve:
+                watch_handshakes(s, endpoint)
             if bind:
                 P.ensure_ipc_dir(endpoint)
                 s.bind(endpoint)
@@ -225,4 +227,53 @@ class Transport:
             self.auth = None
 
 
-__all__ = ["SecurityError", "Transport", "check_bind", "generate_keypair", "is_loopback", "load_keypair"]
+def watch_handshakes(sock: Any, endpoint: str) -> None:
+    """Log a CURVE connection's refusals, which ZeroMQ otherwise keeps to itself.
+
+    A client whose key the server does not allow (or that has the wrong server key) just never
+    connects: a grabber waits "for the engine" forever, a subscriber hears nothing. A daemon
+    thread reads the socket's monitor and logs each refusal as an ERROR naming the endpoint and
+    the likely cause (at most once a minute per kind), and the first success after one."""
+    import threading
+
+    import zmq
+    from zmq.utils.monitor import recv_monitor_message
+
+    failures = {zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the server refused this client's key (not in its "
+                                                 "curve_clients_dir allow-list?)",
+                zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "CURVE handshake failed (wrong curve_server_public_file, "
+                                                     "or the server does not use CURVE?)",
+                zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "CURVE handshake failed (wrong curve_server_public_file?)"}
+    monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_MONITOR_STOPPED
+                                      | sum(failures))
+    where = endpoint.split("@")[-1]
+
+    def run() -> None:
+        last: dict[int, float] = {}
+        failed = False
+        try:
+            while True:
+                try:
+                    event = recv_monitor_message(monitor)
+                except zmq.ZMQError:
+                    return
+                kind = event["event"]
+                if kind == zmq.EVENT_MONITOR_STOPPED:
+                    return
+                if kind in failures:
+                    import time
+                    now = time.monotonic()
+                    if now - last.get(kind, -1e9) >= 60.0:
+                        last[kind] = now
+                        log.error("%s: %s; nothing is sent or received on this connection", where, failures[kind])
+                    failed = True
+                elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED and failed:
+                    log.info("%s: CURVE handshake succeeded", where)
+                    failed = False
+        finally:
+            monitor.close(0)
+
+    threading.Thread(target=run, name=f"curve-watch {where}", daemon=True).start()
+
+
+__all__ = ["SecurityError", "Transport", "check_bind", "watch_handshakes", "generate_keypair", "is_loopback", "load_keypair"]

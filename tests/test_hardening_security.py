@@ -95,6 +95,32 @@ def test_curve_allowed_key_receives_unknown_key_and_plain_get_nothing(keys) -> N
            notes="allowed key receives; unknown key and plain client receive nothing")
 
 
+def test_a_refused_client_key_is_logged_not_silent(keys, caplog) -> None:
+    """A grabber (a connecting pipeline socket) whose key the server does not allow used to wait
+    "for the engine" forever without a word: the refusal is now an ERROR naming the endpoint."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    ctx, t, pull = _pub_server(keys, endpoint)  # a CURVE server allowing alice only
+    cctx = zmq.Context()
+    client = Transport(scfg(curve_client_secret_file=str(keys["mallory"]),
+                            curve_server_public_file=str(keys["server_pub"])), cctx)
+    push = client.socket(zmq.SUB, endpoint, bind=False, hwm=10)
+    try:
+        deadline = time.monotonic() + 10
+        with caplog.at_level("ERROR", logger="stream.security"):
+            while time.monotonic() < deadline and not any("refused this client's key" in r.message
+                                                          for r in caplog.records):
+                time.sleep(0.05)
+        refused = [r.message for r in caplog.records if "refused this client's key" in r.message]
+        assert refused and refused[0].startswith(endpoint), caplog.text
+    finally:
+        push.close(0)
+        client.close()
+        cctx.term()
+        pull.close(0)
+        t.close()
+        ctx.term()
+
+
 def test_non_loopback_bind_needs_curve_or_explicit_opt_in(keys) -> None:
     assert is_loopback("tcp://127.0.0.1:1") and is_loopback("tcp://[::1]:1") and is_loopback("ipc:///tmp/x")
     assert not is_loopback("tcp://0.0.0.0:1") and not is_loopback("tcp://*:1") and not is_loopback("tcp://10.0.0.5:1")
