@@ -163,11 +163,16 @@ def plot_tradeoff(runs: list[dict[str, Any]], out: Path) -> None:
         xs = [r["delay_p50_s"] for r in runs]
         ys = [r[key] for r in runs]
         ax.scatter(xs, ys, marker=marker, label=name)
+        spots: dict[tuple[float, float], list[dict[str, Any]]] = {}  # runs that land on one spot share a label
         for r, x, y in zip(runs, xs, ys):
             if x is not None:
                 ax.hlines(y, x, r["delay_p95_s"], alpha=0.3)
-                ax.annotate(f"hop {r['hop']}, guard {r['guard_s']:g}", (x, y), fontsize=7, xytext=(3, 3),
-                            textcoords="offset points")
+                spots.setdefault((round(x, 0), round(y, 2)), []).append(r)
+        for (x, y), same in spots.items():
+            hops = sorted({r["hop"] for r in same})
+            guards = "/".join(f"{g:g}" for g in sorted({r["guard_s"] for r in same}))
+            ax.annotate(f"hop {'/'.join(map(str, hops))}, guard {guards}", (same[0]["delay_p50_s"], y), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("detection delay p50 (s); line to p95")
     ax.set_ylabel("mAP@0.5")
     ax.set_title(f"{runs[0]['cameras']} live cameras x {runs[0]['seconds']:g} s, config {Path(runs[0]['config']).stem}")
