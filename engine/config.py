@@ -141,6 +141,19 @@ class JoinConfig:
 
 
 @dataclass
+class ChainConfig:
+    """Actions longer than a window, second rule (engine/online/chainer.py): same-label final
+    detections with short gaps between them chained, and a chain longer than a window reported
+    as one extra detection. Ours; the paper is silent."""
+    enabled: bool = True
+    max_gap_s: float = 10.0          # detections at most this far apart are linked
+    min_score: float = 0.1           # fainter detections are not linked (mostly noise)
+    min_span_windows: float = 1.0    # a chain a window could hold adds nothing
+    # the hull is a guess from fragments: ranked below what the detector proposed itself
+    score_factor: float = 0.5
+
+
+@dataclass
 class InferenceConfig:
     peak_ratio: float = 0.5  # candidate boundary: local peak or > ratio * max
     max_detections: int = 100
@@ -151,6 +164,7 @@ class InferenceConfig:
     # each of its best k classes, score = proposal score x class probability
     labels_per_proposal: int = 1
     join: JoinConfig = field(default_factory=JoinConfig)
+    chain: ChainConfig = field(default_factory=ChainConfig)
 
 
 @dataclass
@@ -541,5 +555,11 @@ def _validate(cfg: MENetConfig, problems: _Problems) -> None:
     check(i.join.edge_snippets >= 0, "inference.join.edge_snippets", f"must be >= 0, got {i.join.edge_snippets}")
     check(0 <= i.join.min_score, "inference.join.min_score", f"must be >= 0, got {i.join.min_score}")
     check(i.join.max_span_s > 0, "inference.join.max_span_s", f"must be > 0, got {i.join.max_span_s}")
+    check(i.chain.max_gap_s >= 0, "inference.chain.max_gap_s", f"must be >= 0, got {i.chain.max_gap_s}")
+    check(0 <= i.chain.min_score, "inference.chain.min_score", f"must be >= 0, got {i.chain.min_score}")
+    check(i.chain.min_span_windows >= 0, "inference.chain.min_span_windows",
+          f"must be >= 0, got {i.chain.min_span_windows}")
+    check(0 < i.chain.score_factor <= 1, "inference.chain.score_factor",
+          f"must be in (0, 1], got {i.chain.score_factor}")
     check(i.soft_nms.sigma > 0, "inference.soft_nms.sigma", f"must be > 0, got {i.soft_nms.sigma}")
     cfg.check_more(check)

@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from engine.config import InferenceConfig, JoinConfig
+from engine.config import ChainConfig, InferenceConfig, JoinConfig
 from engine.online.events import EventIdentity
 from engine.online.layout import window_starts
 from engine.online.lifecycle import FINAL, OPEN, PROVISIONAL, RETRACTED, EventLifecycle
@@ -82,8 +82,8 @@ def test_an_action_spanning_n_windows_is_one_detection_offline(spans: int, hop: 
     assert score >= 0.5  # the top detection of its class, not a faint leftover
     top = dets.scores.argmax()
     assert int(dets.labels[top]) == 2 and tiou(dets.segments[top], (s * SPS, e * SPS)) >= 0.95
-    # without joining, no single detection covers it: what users had before
-    off = dataclasses.replace(InferenceConfig(), join=JoinConfig(enabled=False))
+    # without joining (and chaining, the other rule), no single detection covers it: what users had before
+    off = dataclasses.replace(InferenceConfig(), join=JoinConfig(enabled=False), chain=ChainConfig(enabled=False))
     raw = merge_video(ideal_windows([(s, e, 2)], total, hop, seed=spans), SPS, total * SPS, off)
     assert best_match(raw, s * SPS, e * SPS, 2)[0] < 0.6
 
@@ -93,8 +93,9 @@ def test_short_actions_and_neighbours_are_not_joined() -> None:
     # all shorter than a window: each stays its own detection; joining changes nothing
     actions = [(30.0, 100.0, 1), (110.0, 190.0, 1), (190.0, 230.0, 3)]
     wins = ideal_windows(actions, 320, 64, seed=3)
-    on = merge_video(wins, SPS, 320 * SPS, InferenceConfig())
-    off = merge_video(wins, SPS, 320 * SPS, dataclasses.replace(InferenceConfig(), join=JoinConfig(enabled=False)))
+    no_chain = dataclasses.replace(InferenceConfig(), chain=ChainConfig(enabled=False))  # the joiner alone
+    on = merge_video(wins, SPS, 320 * SPS, no_chain)
+    off = merge_video(wins, SPS, 320 * SPS, dataclasses.replace(no_chain, join=JoinConfig(enabled=False)))
     for s, e, label in actions:
         assert best_match(on, s * SPS, e * SPS, label)[0] >= 0.9
     assert not any(seg[1] - seg[0] > 130 * SPS for seg in on.segments)  # nothing spans two of them
@@ -103,14 +104,16 @@ def test_short_actions_and_neighbours_are_not_joined() -> None:
 
 def test_two_long_actions_of_one_label_stay_two() -> None:
     actions = [(20.0, 300.0, 0), (330.0, 600.0, 0)]
-    dets = merge_video(ideal_windows(actions, 700, 64, seed=5), SPS, 700 * SPS, InferenceConfig())
+    # the joiner alone: chaining (test_fragment_chains.py) adds a hull over both at half score
+    cfg = dataclasses.replace(InferenceConfig(), chain=ChainConfig(enabled=False))
+    dets = merge_video(ideal_windows(actions, 700, 64, seed=5), SPS, 700 * SPS, cfg)
     for s, e, label in actions:
         assert best_match(dets, s * SPS, e * SPS, label)[0] >= 0.9
     assert not any(seg[1] - seg[0] > 400 * SPS for seg in dets.segments)
 
 
 def test_a_group_longer_than_max_span_is_closed_where_it_stands() -> None:
-    cfg = dataclasses.replace(InferenceConfig(), join=JoinConfig(max_span_s=100.0))
+    cfg = dataclasses.replace(InferenceConfig(), join=JoinConfig(max_span_s=100.0), chain=ChainConfig(enabled=False))
     dets = merge_video(ideal_windows([(10.0, 1500.0, 4)], 1600, 64), SPS, 1600 * SPS, cfg)
     long = dets.segments[dets.labels == 4]
     assert (long[:, 1] - long[:, 0]).max() <= 100.0 + WINDOW * SPS  # one window may overshoot the cap

@@ -11,6 +11,7 @@ from ..config import InferenceConfig
 from ..postprocess.decode import Proposals
 from ..postprocess.soft_nms import segment_iou, soft_nms
 from ..postprocess.windows import Detections, nms_detections, window_candidates, window_nms
+from .chainer import FragmentChainer
 from .joiner import WindowJoiner
 
 
@@ -44,7 +45,10 @@ class StreamMerger:
     pieces of an action longer than a window are held there and come out as one detection
     when no later window can continue them. The cut never passes the joiner's
     ``hold_from``, so a joined detection never overlaps one already released (exact mode;
-    with ``max_lag`` the lag bound wins, see below).
+    with ``max_lag`` the lag bound wins, see below). Then the released detections pass a
+    :class:`~engine.online.chainer.FragmentChainer` (``cfg.chain``): a run of same-label
+    fragments longer than a window adds its hull as one more final detection once no later
+    release can extend it.
 
     Latency: overlapping proposals can chain across windows (a long proposal
     straddles the next window's start, which a proposal of the previous window
@@ -95,6 +99,7 @@ class StreamMerger:
         # the first window's candidates before Soft-NMS while it may stay the only one
         self._single: Detections | None = None
         self.joiner = WindowJoiner(cfg.join, seconds_per_snippet)
+        self.chainer = FragmentChainer(cfg.chain)
 
     def push(self, window_start: float, proposals: Proposals,
              next_start: float | None = None) -> Detections:
@@ -110,6 +115,8 @@ class StreamMerger:
             raise ValueError(f"next_start {next_start} is before window_start {window_start}")
         self._last_start = float(window_start)
         self._pushes += 1
+        if self.chainer.window_s is None and proposals.window:
+            self.chainer.set_window(proposals.window * self.sps)
         cand = window_candidates(window_start, proposals, self.sps, self.video_duration,
                                   self.proposals_only)
         self._single = cand if self._pushes == 1 else None
@@ -121,7 +128,7 @@ class StreamMerger:
         out = self._release(horizon)
         if len(out):
             self._single = None  # part of the first window is final: it was not the whole segment
-        return out
+        return self._chain(out, self._start_floor())
 
     def flush(self) -> Detections:
         """End of the video: everything pending becomes final.
@@ -134,15 +141,39 @@ class StreamMerger:
             self.joiner.flush()  # the one window's candidates stand for everything it held
         else:
             self._pending = Detections.concatenate([self._pending, self.joiner.flush()])
-        return self._release(math.inf)
+        return self._chain(self._release(math.inf), math.inf)
+
+    def _chain(self, released: Detections, start_floor: float) -> Detections:
+        """``released`` plus the hulls of the chains that closed (descending score)."""
+        self.chainer.add(released)
+        hulls = self.chainer.close(start_floor)
+        if not len(hulls):
+            return released
+        if self.keep_history:
+            self._emitted.append(hulls)
+        both = Detections.concatenate([released, hulls])
+        order = np.argsort(-both.scores, kind="stable")
+        return Detections(both.segments[order], both.scores[order], both.labels[order])
+
+    def _start_floor(self) -> float:
+        """Seconds: every detection this merger can still release starts at or after this (later
+        windows start at or after the last one; pending and held pieces as they stand)."""
+        floor = min(self._last_start * self.sps, self.joiner.hold_from)
+        for held in (self._pending, self._single):
+            if held is not None and len(held):
+                floor = min(floor, float(held.segments[:, 0].min()))
+        return floor
 
     @property
     def pending(self) -> Detections:
         """What the merger holds and may still release (each window's detections after its own
-        Soft-NMS, in seconds, and the long actions the joiner holds, one detection each): the
-        event lifecycle's provisional and open events come from here."""
+        Soft-NMS, in seconds, the long actions the joiner holds, one detection each, and the hulls
+        the chainer's open chains would form with them): the event lifecycle's provisional and
+        open events come from here."""
         held = self.joiner.held
-        return Detections.concatenate([self._pending, held]) if len(held) else self._pending
+        pending = Detections.concatenate([self._pending, held]) if len(held) else self._pending
+        hulls = self.chainer.preview(pending)
+        return Detections.concatenate([pending, hulls]) if len(hulls) else pending
 
     def emit_floor(self) -> float:
         """Seconds: every detection this merger can still emit ends at or after this.
@@ -151,7 +182,7 @@ class StreamMerger:
         after the last window's start (segments are clipped to their window). The online
         detector forgets the ids of events that ended before it (see
         ``engine.online.events.RecentIds``). ``-inf`` before the first window."""
-        floor = min(self._last_start * self.sps, self.joiner.held_end_floor())
+        floor = min(self._last_start * self.sps, self.joiner.held_end_floor(), self.chainer.end_floor())
         for held in (self._pending, self._single):
             if held is not None and len(held):
                 floor = min(floor, float(held.segments[:, 1].min()))

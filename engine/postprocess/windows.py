@@ -167,7 +167,9 @@ def merge_video(per_window: Iterable[tuple[float, Proposals]], seconds_per_snipp
     the video-level pass only, so no score is decayed twice by the same neighbour.
 
     Between the two passes, the pieces of actions longer than a window are joined
-    (:class:`engine.online.joiner.WindowJoiner`, ``cfg.join``).
+    (:class:`engine.online.joiner.WindowJoiner`, ``cfg.join``); after the second, runs of
+    same-label fragments longer than a window add their hulls
+    (:func:`engine.online.chainer.chain_hulls`, ``cfg.chain``).
 
     Clipping before the per-window Soft-NMS (rather than after) keeps padding
     garbage from decaying real proposals; Soft-NMS is invariant to the affine map
@@ -184,7 +186,9 @@ def merge_video(per_window: Iterable[tuple[float, Proposals]], seconds_per_snipp
         start, props = windows[0]
         return _single_window_detections(start, props, seconds_per_snippet, video_duration, cfg,
                                          proposals_only)
-    from ..online.joiner import WindowJoiner  # the online core's rule, imported late (it imports this module)
+    # the online core's rules, imported late (they import this module)
+    from ..online.chainer import chain_hulls
+    from ..online.joiner import WindowJoiner
 
     joiner = WindowJoiner(cfg.join, seconds_per_snippet)
     parts = []
@@ -195,8 +199,12 @@ def merge_video(per_window: Iterable[tuple[float, Proposals]], seconds_per_snipp
     parts.append(joiner.flush())
     allw = Detections.concatenate(parts)
     agnostic = proposals_only or cfg.soft_nms.class_agnostic
-    return nms_detections(allw.segments, allw.scores, allw.labels, cfg, float(video_duration), agnostic,
-                cfg.max_detections)
+    # every final detection first (the chains read them all, as online), then the top max_detections
+    finals = nms_detections(allw.segments, allw.scores, allw.labels, cfg, float(video_duration), agnostic, None)
+    window_s = (windows[0][1].window * seconds_per_snippet or None) if windows else None  # None: no hulls
+    both = Detections.concatenate([finals, chain_hulls(finals, cfg.chain, window_s)])
+    order = np.argsort(-both.scores, kind="stable")[: cfg.max_detections]
+    return Detections(both.segments[order], both.scores[order], both.labels[order])
 
 
 # ---------------------------------------------------------------- results
