@@ -60,6 +60,12 @@ class DataConfig:
     # clipped to the window (G-TAD). See docs/training.md for the measurement behind the default.
     window_gt: Literal["coverage", "clip"] = "coverage"
     window_gt_coverage: float = 0.75
+    # How a frame whose shape differs from the crop's becomes the crop (engine/model/preprocess.py).
+    # "crop" (the paper's, Kinetics-style): short side to resize_short, centre crop; a 4:3 or 16:9
+    # camera loses its sides. "stretch": the whole frame, resized to the crop's aspect first; a frame
+    # of the crop's aspect gets exactly what "crop" gives it. Features must be extracted, and the
+    # detector trained, with what the live cameras use.
+    frame_fit: Literal["crop", "stretch"] = "crop"
 
 
 @dataclass

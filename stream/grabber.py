@@ -86,7 +86,7 @@ class Grabber:
         self.send = send
         self.metrics = metrics or Metrics("grabber")
         d = cfg.data
-        self.pre = Preprocess(d.resize_short, tuple(d.crop))
+        self.pre = Preprocess.of(d)
         self.sigma, self.clip_length = d.sigma, d.clip_length
         self.live = source.live
         self.seq = P.Sequencer()

@@ -19,6 +19,24 @@ def test_resize_short_side_and_centre_crop() -> None:
     assert out[28, 53, 2] == 0
 
 
+def test_stretch_keeps_the_sides_a_centre_crop_loses() -> None:
+    # a 4:3 camera with a marker at each side, 10 % from the edge: a square centre crop cuts both
+    # off; "stretch" keeps the whole picture; a square frame gets the same pixels either way
+    frame = np.zeros((240, 320, 3), np.uint8)
+    frame[100:140, 20:44] = 255
+    frame[100:140, 276:300] = 255
+    cropped = Preprocess(64, (56, 56)).frame(frame)
+    stretched = Preprocess(64, (56, 56), fit="stretch").frame(frame)
+    assert cropped.shape == stretched.shape == (56, 56, 3)
+    assert cropped[:, :, 0].max() == 0  # both markers fell outside the crop
+    assert stretched[:, :28, 0].max() > 200 and stretched[:, 28:, 0].max() > 200
+    square = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(Preprocess(64, (56, 56)).frame(square),
+                                  Preprocess(64, (56, 56), fit="stretch").frame(square))
+    with pytest.raises(ValueError, match="frame fit"):
+        Preprocess(64, (56, 56), fit="pad")
+
+
 def test_small_frames_are_upscaled_to_fit_the_crop() -> None:
     pre = Preprocess(resize_short=72, crop=(64, 64))
     assert pre.frame(np.zeros((40, 30, 3), np.uint8)).shape == (64, 64, 3)

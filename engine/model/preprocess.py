@@ -5,7 +5,9 @@ functions, so a snippet is turned into exactly the same tensor everywhere.
 
 Steps: BGR uint8 frames (as OpenCV decodes them) -> resize so the short side is
 ``resize_short`` -> centre crop ``crop`` -> RGB float in [0, 1] -> Kinetics
-mean/std -> layout [3, T, H, W].
+mean/std -> layout [3, T, H, W]. With ``fit="stretch"`` the frame is first resized to the
+crop's aspect (short side ``resize_short``), so the crop keeps the whole picture: a 320x240
+camera under a square crop loses no side (``data.frame_fit``).
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
+    from ..config import DataConfig
+
 # Kinetics-400 statistics used by torchvision's and IG65M's video models (RGB order).
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
@@ -28,15 +32,28 @@ KINETICS_STD = (0.22803, 0.22145, 0.216989)
 class Preprocess:
     resize_short: int
     crop: tuple[int, int]  # (height, width)
+    fit: str = "crop"  # "crop" | "stretch" (data.frame_fit)
+
+    def __post_init__(self) -> None:
+        if self.fit not in ("crop", "stretch"):
+            raise ValueError(f"frame fit must be 'crop' or 'stretch', got {self.fit!r}")
+
+    @classmethod
+    def of(cls, data: DataConfig) -> "Preprocess":
+        """The preprocessing a config's ``data`` section asks for (extraction and grabbers alike)."""
+        return cls(data.resize_short, (int(data.crop[0]), int(data.crop[1])), data.frame_fit)
 
     def frame(self, bgr: np.ndarray) -> np.ndarray:
         """One BGR uint8 frame [H, W, 3] -> resized, centre-cropped RGB uint8 [h, w, 3]."""
         if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
             raise ValueError(f"expected a uint8 frame of shape [H, W, 3], got {bgr.dtype} {bgr.shape}")
         h, w = bgr.shape[:2]
+        if self.fit == "stretch":  # the frame takes the crop's aspect: nothing falls outside the crop
+            h, w = self.crop
         scale = self.resize_short / min(h, w)
         # Never resize below the crop: round up so the crop always fits.
         nh, nw = max(self.crop[0], round(h * scale)), max(self.crop[1], round(w * scale))
+        h, w = bgr.shape[:2]
         if (nh, nw) != (h, w):
             interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
             bgr = cv2.resize(bgr, (nw, nh), interpolation=interp)

@@ -118,7 +118,7 @@ def feature_settings(cfg: MENetConfig, mfe: MovementFeatureExtractor) -> Feature
 def extract_video(path: Path, mfe: MovementFeatureExtractor, cfg: MENetConfig, batch_size: int = 16,
                   device: str = "cpu") -> tuple[np.ndarray, VideoFeatureMeta]:
     fps, frames = read_frames(path)
-    pre = Preprocess(cfg.data.resize_short, tuple(cfg.data.crop))
+    pre = Preprocess.of(cfg.data)
     assembler = SnippetAssembler(cfg.data.sigma, cfg.data.clip_length)
     out: list[np.ndarray] = []
     pending: list[np.ndarray] = []

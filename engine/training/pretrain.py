@@ -41,7 +41,7 @@ class DecodedVideo:
 
 def decode_video(path: Path, cfg: MENetConfig, gt: GroundTruth, class_index: dict[str, int]) -> DecodedVideo:
     fps, frames = read_frames(path)
-    pre = Preprocess(cfg.data.resize_short, tuple(cfg.data.crop))
+    pre = Preprocess.of(cfg.data)
     decoded = [pre.frame(f) for f in frames]
     if not decoded:
         raise VideoReadError(f"{path}: no frame could be decoded")
