@@ -24,7 +24,10 @@ FORMAT = "menet-checkpoint-1"
 # Sections whose values change what the weights mean; train/inference/stream may differ.
 BINDING_SECTIONS = ("data", "model")
 # Keys inside those sections that may differ without changing the weights' meaning.
-FREE_KEYS = {"model.backbone_weights", "data.hop", "data.window_gt", "data.window_gt_coverage"}
+# settings a checkpoint may be used with whatever it was trained with: weights' source, window layout,
+# training-window rules, and how a camera of another shape meets the crop (identical on frames of
+# the training shape; docs/streaming.md, "Cameras of another shape")
+FREE_KEYS = {"model.backbone_weights", "data.hop", "data.window_gt", "data.window_gt_coverage", "data.frame_fit"}
 
 
 class CheckpointError(ValueError):

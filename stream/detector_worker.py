@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from engine.postprocess.decode import decode_window
+from engine.postprocess.decode import Proposals, decode_window
 from engine.online import EventIdentity, StreamMerger
 from engine.online.lifecycle import FINAL, EventLifecycle, EventUpdate
 from engine.postprocess.windows import Detections
@@ -137,24 +137,18 @@ class DetectorCore:
                 StreamMerger(h["sps"], self.cfg.inference, None, max_lag=self._max_lag(bool(h.get("live"))),
                              keep_history=False),
                 h["start"], ids, EventLifecycle(ids, d.guard_s, d.provisional_min_score), live=live)
+        if h.get("early"):
+            self._early_window(sid, st, h, feat)
+            return
         st.last_start = h["start"]
         st.processed += 1
         st.last_header = h
         if h["duration"] is not None:
             st.merger.video_duration = float(h["duration"])
         m = self.metrics
-        try:
-            with m.stage_latency.labels("detect").time():
-                levels = self.stages.detect(feat[None])
-        except Exception as exc:  # noqa: BLE001 - e.g. a window with the wrong channel count
-            self.metrics.malformed.inc()
-            log.warning("%s: window at %d rejected by the detector stage: %s", sid, h["start"], exc)
+        props = self._decode(sid, h, feat)
+        if props is None:
             return
-        with m.stage_latency.labels("decode").time():
-            labeller = getattr(self.stages, "labeller", None)  # test doubles of the stages have none
-            relation = None if labeller is None else torch.from_numpy(feat).to(levels[0].feature.device)
-            props = decode_window(levels, self.stages.heads, self.cfg, batch_index=0, valid_length=h["valid"],
-                                  labeller=labeller, relation=relation)
         with m.stage_latency.labels("merge").time():
             out = st.merger.push(h["start"], props)
             if h["final"]:
@@ -163,6 +157,35 @@ class DetectorCore:
         self._release(sid, st, out, h, closing=bool(h["final"]))
         if h["final"]:
             self.streams.pop(sid, None)
+
+    def _decode(self, sid: str, h: dict[str, Any], feat: np.ndarray) -> Proposals | None:
+        """SFPN + heads + decoding of one window's MREM output (None: the stage refused it, counted)."""
+        m = self.metrics
+        try:
+            with m.stage_latency.labels("detect").time():
+                levels = self.stages.detect(feat[None])
+        except Exception as exc:  # noqa: BLE001 - e.g. a window with the wrong channel count
+            m.malformed.inc()
+            log.warning("%s: window at %d rejected by the detector stage: %s", sid, h["start"], exc)
+            return None
+        with m.stage_latency.labels("decode").time():
+            labeller = getattr(self.stages, "labeller", None)  # test doubles of the stages have none
+            relation = None if labeller is None else torch.from_numpy(feat).to(levels[0].feature.device)
+            return decode_window(levels, self.stages.heads, self.cfg, batch_index=0, valid_length=h["valid"],
+                                 labeller=labeller, relation=relation)
+
+    def _early_window(self, sid: str, st: _DStream, h: dict[str, Any], feat: np.ndarray) -> None:
+        """A partial window before the segment's first full one (live): provisional events from what it
+        sees, the merge untouched (engine/online/windower.py, "Early windows")."""
+        if not self.cfg.stream.detector.lifecycle:
+            return  # final events only: an early window has nothing to say
+        props = self._decode(sid, h, feat)
+        if props is None:
+            return
+        self.metrics.early_windows.labels(sid).inc()
+        edge = (h["start"] + h["valid"]) * h["sps"]
+        updates = st.events.window(st.merger.look(h["start"], props), edge, st.merger.emit_floor())
+        self._publish(sid, st, updates, h)
 
     def _release(self, sid: str, st: _DStream, final: Detections, h: dict[str, Any] | None,
                  closing: bool = False) -> None:

@@ -272,7 +272,8 @@ class EngineCore:
     # ------------------------------------------------------------ windows
 
     def _new_stream(self, h: dict[str, Any], base: int, epoch: int = 0) -> _Stream:
-        windower = StreamWindower(self.layout, self.stages.feature_channels, self.gap_fill, base=base)
+        windower = StreamWindower(self.layout, self.stages.feature_channels, self.gap_fill, base=base,
+                                  early=bool(h["live"]) and self.cfg.stream.engine.early_windows)
         return _Stream(h["stream"], h["fps"], h["sigma"], h["live"], windower, epoch=epoch,
                        instance=h.get("instance", 0))
 
@@ -338,6 +339,8 @@ class EngineCore:
                     valid=win.valid, sps=st.sps, final=win.final, duration=win.duration, live=st.live,
                     shape=list(feat.shape), dtype="float32", t_stream_ref=(win.start + win.valid) * st.sps,
                     t_capture=t_capture, t_engine_in=t_in, t_window=now)
+                if win.early:
+                    header["early"] = True
                 if not st.live:
                     header["epoch"] = st.epoch
                 if st.instance:

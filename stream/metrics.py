@@ -47,6 +47,8 @@ class Metrics:
         self.gaps = Counter("menet_gaps", "gap messages", ["stream", "reason"], registry=r)
         self.windows = Counter("menet_windows", "windows sent (engine) or decoded (detector)", ["stream"],
                                registry=r)
+        self.early_windows = Counter("menet_early_windows", "early (partial) windows before a live segment's first "
+                                     "full one, decoded for provisional events only", ["stream"], registry=r)
         self.events = Counter("menet_events", "final events published", ["stream"], registry=r)
         self.event_updates = Counter("menet_event_updates", "lifecycle event messages published (protocol v2: "
                                      "provisional, open, retracted)", ["state"], registry=r)

@@ -171,6 +171,7 @@ SCHEMA: dict[str, list[Field]] = {
         ("valid", _pos_int, True, "real (unpadded) snippets"),
         ("sps", _pos_num, True, "seconds per snippet"),
         ("final", _bool, True, "last window of a stream or segment"),
+        ("early", _bool, False, "a partial window before the segment's first full one: provisional events only"),
         ("duration", _opt(_nonneg_num), True, "clip bound (stream seconds) or null"),
         ("shape", _shape, True, "[C, W]"),
         ("dtype", lambda x: x == "float32", True, "'float32'"),

@@ -58,6 +58,10 @@ class EngineSettings:
     # a live snippet captured longer ago than this when it reaches the engine is dropped, counted and
     # announced as a gap (reason "stale") instead of delaying everything behind it; None: never
     max_snippet_age_s: float | None = 10.0
+    # live streams: until a segment's first full window (a window length after the stream starts or
+    # comes back from a long gap), a partial window every hop, for provisional events only
+    # (engine/online/windower.py, "Early windows"); final events do not change
+    early_windows: bool = True
 
 
 @dataclass

@@ -34,8 +34,10 @@ def test_paper_settings() -> None:
 
 def test_stream_extends_tiny() -> None:
     stream, tiny = load_config("stream"), load_config("tiny")
-    assert stream.model == tiny.model and stream.data == dataclasses.replace(tiny.data, hop=16)
+    assert stream.model == tiny.model and stream.data == dataclasses.replace(tiny.data, hop=16, frame_fit="stretch")
     assert stream.data.hop == 16 and tiny.data.hop == tiny.data.window // 2  # stream: a window every 5 s
+    # cameras of another shape keep their sides live; the network's features are the paper's crop
+    assert stream.data.frame_fit == "stretch" and tiny.data.frame_fit == "crop"
 
 
 def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:

@@ -452,3 +452,57 @@ def test_stream_merger_without_history_holds_only_pending_detections() -> None:
     assert merger._emitted == [] and len(merger._pending) < 60  # bounded state
     with pytest.raises(RuntimeError, match="keep_history"):
         merger.result()
+
+
+def test_early_windows_look_at_a_live_segment_before_its_first_full_window() -> None:
+    layout = WindowLayout(window=32, hop=8)
+    feats = np.random.default_rng(0).standard_normal((100, 3)).astype(np.float32)
+
+    def feed(early: bool, gap_at: int | None = None) -> list:
+        w = StreamWindower(layout, 3, gap_fill=4, early=early)
+        out, i = [], 0
+        while i < len(feats):
+            if i == gap_at:  # a long gap: a new segment after it
+                got, restarted = w.gap(i + 10, 0.5)
+                assert restarted
+                out += got
+                i += 10
+                continue
+            w.reserve(i)
+            w.put(i, feats[i])
+            out += w.ready()
+            i += 1
+        return out + w.end(len(feats))
+
+    plain, early = feed(False), feed(True)
+    looks = [x for x in early if x.early]
+    # a partial window every hop until the first full one: 8, 16, 24 snippets of the segment's start
+    assert [(x.start, x.valid) for x in looks] == [(0, 8), (0, 16), (0, 24)]
+    np.testing.assert_array_equal(looks[1].features[:, :16], feats[:16].T)
+    assert not looks[1].features[:, 16:].any()  # the rest is padding
+    # the regular windows are the same, in the same order, with the same indices
+    regular = [x for x in early if not x.early]
+    assert [(x.start, x.valid, x.index) for x in regular] == [(x.start, x.valid, x.index) for x in plain]
+    for a, b in zip(regular, plain):
+        np.testing.assert_array_equal(a.features, b.features)
+    # after a long gap the new segment starts with early windows again
+    looks = [x for x in feed(True, gap_at=50) if x.early]
+    assert [(x.start, x.valid) for x in looks] == [(0, 8), (0, 16), (0, 24), (60, 8), (60, 16), (60, 24)]
+
+
+def test_merger_look_leaves_the_merge_unchanged() -> None:
+    wins = random_windows(3)
+    cfg = inference("gaussian")
+    plain, looked = StreamMerger(0.5, cfg, 100.0), StreamMerger(0.5, cfg, 100.0)
+    out_plain, out_looked = [], []
+    for i, (start, p) in enumerate(wins):
+        if i < 3:  # early looks: the first window's start, partial proposals
+            view = looked.look(wins[0][0], p)
+            assert len(view) >= len(looked.pending)  # what it saw is shown beside what is pending
+        out_plain.append(plain.push(start, p))
+        out_looked.append(looked.push(start, p))
+    out_plain.append(plain.flush())
+    out_looked.append(looked.flush())
+    for a, b in zip(out_plain, out_looked):
+        np.testing.assert_array_equal(a.segments, b.segments)
+        np.testing.assert_array_equal(a.scores, b.scores)

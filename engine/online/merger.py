@@ -175,6 +175,17 @@ class StreamMerger:
         hulls = self.chainer.preview(pending)
         return Detections.concatenate([pending, hulls]) if len(hulls) else pending
 
+    def look(self, window_start: float, proposals: Proposals) -> Detections:
+        """An early (partial) window's view: :attr:`pending` plus this window's detections (after its
+        own Soft-NMS, in seconds) and the chain hulls they make, without taking the window into the
+        merge: what the merger releases stays what it would have released without it."""
+        cand = window_candidates(window_start, proposals, self.sps, self.video_duration, self.proposals_only)
+        part = window_nms(cand, proposals, self.sps, self.cfg, self.proposals_only)
+        held = self.joiner.held
+        base = Detections.concatenate([self._pending, held, part])
+        hulls = self.chainer.preview(base)
+        return Detections.concatenate([base, hulls]) if len(hulls) else base
+
     def emit_floor(self) -> float:
         """Seconds: every detection this merger can still emit ends at or after this.
 

@@ -10,6 +10,13 @@ Emission: window ``s`` (segment-local snippet index) goes out as soon as snippet
 windows still missing from :func:`~engine.online.layout.window_starts` follow (the last
 one aligned to the end; a segment shorter than a window gets one zero-padded window).
 
+Early windows (live streams, ``early=True``; choice, the paper has no live input): until a
+segment's first full window, a partial window at its start goes out every ``hop`` snippets
+(``valid`` = the snippets so far, zero-padded), flagged ``early``. Without them nothing
+is seen of the first window length of a stream, or after every restart of a segment (41 s
+for ``tiny``). They feed the event lifecycle only (provisional events), never the merge,
+so final events are the same with or without them; the regular windows are unchanged.
+
 Gaps (choice: the paper has no live input): a gap of at most ``gap_fill`` snippets is
 filled with zero features (the value window padding uses) so indices stay on the
 stream's time line; a longer one ends the current *segment* (its remaining windows are
@@ -36,6 +43,7 @@ class Window:
     features: np.ndarray  # [C_feat, W] float32, padding zero
     index: int  # the stream's window counter (it runs on across segments)
     stamp: Any = None  # what :meth:`StreamWindower.reserve` stored for the last real snippet
+    early: bool = False  # a partial look before the segment's first full window (module docstring)
 
 
 @dataclass
@@ -53,6 +61,7 @@ class StreamWindower:
     channels: int
     gap_fill: int | None = None  # None: the layout's hop
     base: int = 0  # absolute snippet index of the segment's local snippet 0
+    early: bool = False  # emit early windows (module docstring): live streams
     count: int = 0  # local snippets present (real or zero-filled)
     window_index: int = 0
     _feats: dict[int, np.ndarray] = field(default_factory=dict)
@@ -61,6 +70,7 @@ class StreamWindower:
     _last_emitted: int | None = None
     _tail_at: int | None = None  # local index of the first clamped snippet, while it is the newest
     _last_stamp: Any = None
+    _early_valid: int = 0  # snippets the last early window held
 
     @property
     def expected(self) -> int:
@@ -92,6 +102,11 @@ class StreamWindower:
         """Windows whose snippets are all there, in order."""
         out = []
         W = self.layout.window
+        if self.early and self._last_emitted is None:
+            hop = self.layout.hop
+            while self._early_valid + hop < W and self._early_valid + hop <= self.count:
+                self._early_valid += hop
+                out.append(self._emit_early(self._early_valid))
         while self._next_start + W <= self.count:
             if self._tail_at is not None and self._next_start + W > self._tail_at:
                 break  # the window ends on clamped snippets: wait for the end of stream (its duration)
@@ -129,8 +144,20 @@ class StreamWindower:
 
     def _restart(self, base: int) -> None:
         index = self.window_index
-        fresh = StreamWindower(self.layout, self.channels, self.gap_fill, base=base, window_index=index)
+        fresh = StreamWindower(self.layout, self.channels, self.gap_fill, base=base, early=self.early,
+                               window_index=index)
         self.__dict__.update(fresh.__dict__)
+
+    def _emit_early(self, valid: int) -> Window:
+        """The segment's first ``valid`` snippets as a zero-padded window; it keeps every feature (the
+        full window still needs them) and takes the index the next regular window will carry."""
+        w = np.zeros((self.channels, self.layout.window), np.float32)
+        for j in range(valid):
+            f = self._feats.get(j)
+            if f is not None:
+                w[:, j] = f
+        stamp = self._stamps.get(valid - 1, self._last_stamp)
+        return Window(self.base, valid, False, None, w, self.window_index, stamp, early=True)
 
     def _emit(self, start: int, valid: int, final: bool, duration: float | None) -> Window:
         w = np.zeros((self.channels, self.layout.window), np.float32)
