@@ -4,7 +4,7 @@
     python benchmarks/bench_delay.py --hop 16 32 64 --guard 1.0 --json delay.json --plot delay.png
     python benchmarks/bench_delay.py --quick               # the code path only: a small random network
 
-N live synthetic cameras (``synthetic://...&rate=realtime``, 25 fps, seeds 0..N-1) run to
+N live synthetic cameras (``synthetic://...&rate=realtime``, 25 fps, seeds 0..N-1, or from ``--first-seed``) run to
 their end through the real ``menet run`` processes with the bundled checkpoint; an
 independent subscriber keeps every message. Per run (one per hop x guard):
 
@@ -74,10 +74,11 @@ stream: {{detector: {{provisional_min_score: 0.0}}}}
 
 
 def one_run(config: str, checkpoint: Path | None, cameras: int, seconds: float, hop: int, guard: float,
-            size: tuple[int, int]) -> dict[str, Any]:
+            size: tuple[int, int], first_seed: int = 0) -> dict[str, Any]:
     cfg = load_config(config)
     uris = {f"cam{i}": (f"synthetic://cam{i}?seed={i}&duration={seconds:g}&fps=25&width={size[0]}&height={size[1]}"
-                        f"&classes={cfg.data.num_classes}&rate=realtime") for i in range(cameras)}
+                        f"&classes={cfg.data.num_classes}&rate=realtime")
+            for i in range(first_seed, first_seed + cameras)}
     truth = {sid: [(a.start_s, a.end_s, a.label) for a in SyntheticSource(uri, cfg.stream.sources).spec.actions]
              for sid, uri in uris.items()}
     endpoint = f"tcp://127.0.0.1:{free_port()}"
@@ -136,6 +137,7 @@ def one_run(config: str, checkpoint: Path | None, cameras: int, seconds: float, 
     final_map, first_map, first_any_map = map_at_05(truth, finals), map_at_05(truth, firsts), map_at_05(truth, firsts_any)
     return {
         "config": config, "hop": hop, "guard_s": guard, "cameras": cameras, "seconds": seconds,
+        "seeds": [first_seed, first_seed + cameras - 1], "resolution": f"{size[0]}x{size[1]}",
         **delays.summary(),
         "longer_than_a_window": {"actions": len(long_actions),
                                  "reported": sum(a.delay_s is not None for a in long_actions)},
@@ -145,6 +147,10 @@ def one_run(config: str, checkpoint: Path | None, cameras: int, seconds: float, 
         "messages": {s: sum(event_state(h) == s for h in events)
                      for s in ("provisional", "open", "final", "retracted")},
         "dropped_snippets": sum(h["count"] for h in msgs if h["type"] == P.GAP),
+        # every true action: when it ended and how long after its end the first matching message came
+        "per_action": [{"start": round(a.start, 2), "end": round(a.end, 2), "label": a.label,
+                        "delay_s": None if a.delay_s is None else round(a.delay_s, 3),
+                        "first_state": None if a.event is None else event_state(a.event)} for a in delays.actions],
         "wall_s": round(time.monotonic() - t0, 1),
     }
 
@@ -187,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default="stream")
     ap.add_argument("--checkpoint", default=str(CHECKPOINT))
     ap.add_argument("--cameras", type=int, default=4)
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="camera i renders synthetic seed first_seed + i (another set of actions than seeds 0..N-1)")
     ap.add_argument("--seconds", type=float, default=300.0, help="length of each camera's stream")
     ap.add_argument("--hop", type=int, nargs="+", default=[16], help="data.hop values to run")
     ap.add_argument("--guard", type=float, nargs="+", default=[1.0], help="stream.detector.guard_s values")
@@ -212,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for hop in a.hop:
         for guard in a.guard:
-            r = one_run(a.config, checkpoint, a.cameras, a.seconds, hop, guard, size)  # type: ignore[arg-type]
+            r = one_run(a.config, checkpoint, a.cameras, a.seconds, hop, guard, size,  # type: ignore[arg-type]
+                        a.first_seed)
             runs.append(r)
             m, lg = r["messages"], r["longer_than_a_window"]
             print(f"| {hop} | {guard:g} | {r['delay_p50_s']} / {r['delay_p95_s']} | {r['reported']} / {r['actions']} | "
