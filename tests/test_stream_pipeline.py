@@ -179,7 +179,9 @@ def test_engine_fills_short_gaps_and_restarts_after_long_ones(stream_setup) -> N
     items += [(P.GAP, dict(stream="s", first=20, count=5, reason="dropped"))]
     items += [(P.SNIPPET, dict(stream="s", index=i)) for i in range(25, 40)]
     out = engine_feed(eng, items)
-    win = [o for o in out if o["type"] == P.WINDOW]
+    # a live segment: an early (partial) window at 16 snippets, then the full one
+    assert [(o["start"], o["valid"]) for o in out if o["type"] == P.WINDOW and o.get("early")] == [(0, 16)]
+    win = [o for o in out if o["type"] == P.WINDOW and not o.get("early")]
     assert [w["start"] for w in win] == [0]
     feat = win[0]["feat"]
     assert np.all(feat[20:25] == 0) and feat[19] == 20 and feat[25] == 26  # zero-filled gap, indices kept
@@ -187,7 +189,9 @@ def test_engine_fills_short_gaps_and_restarts_after_long_ones(stream_setup) -> N
     out = engine_feed(eng, [(P.GAP, dict(stream="s", first=40, count=160, reason="reconnect"))]
                       + [(P.SNIPPET, dict(stream="s", index=i)) for i in range(200, 240)]
                       + [(P.EOS, dict(stream="s", n_snippets=240, duration=96.0))])
-    win = [o for o in out if o["type"] == P.WINDOW]
+    # the new segment looks early again before its first full window
+    assert [(o["start"], o["valid"]) for o in out if o["type"] == P.WINDOW and o.get("early")] == [(200, 16)]
+    win = [o for o in out if o["type"] == P.WINDOW and not o.get("early")]
     assert [(w["start"], w["valid"], w["final"]) for w in win] == [
         (8, 32, True),  # window_starts(40) = [0, 8]: the old segment's last window
         (200, 32, False), (208, 32, True)]  # new segment: window_starts(40) from 200
@@ -212,7 +216,7 @@ def test_engine_drops_stale_live_snippets_and_announces_them_as_a_gap(stream_set
     assert [(g["first"], g["count"], g["reason"]) for g in gaps] == [(10, 4, "stale")]
     assert eng.metrics.snippets_stale.labels("s")._value.get() == 4
     assert eng.metrics.snippets.labels("s")._value.get() == 36  # the 36 fresh ones were processed
-    win = [o for o in out if o["type"] == P.WINDOW]
+    win = [o for o in out if o["type"] == P.WINDOW and not o.get("early")]  # early looks aside (test above)
     assert [w["start"] for w in win] == [0, 8]  # window_starts(40, 32, 16): the time line is intact
     first = win[0]["feat"]  # feature = snippet index + 1 in every channel; the stale ones read as zeros
     assert list(first[10:14]) == [0.0] * 4 and first[9] == 10.0 and first[14] == 15.0
@@ -224,8 +228,10 @@ def test_engine_hop_is_configurable(tmp_path: Path) -> None:
     eng = EngineCore(cfg, FakeStages())
     out = engine_feed(eng, [(P.SNIPPET, dict(stream="s", index=i)) for i in range(50)]
                       + [(P.EOS, dict(stream="s", n_snippets=50, duration=20.0))])
-    starts = [o["start"] for o in out if o["type"] == P.WINDOW]
+    starts = [o["start"] for o in out if o["type"] == P.WINDOW and not o.get("early")]
     assert starts == [0, 8, 16, 18] == window_starts(50, 32, 8)
+    # before the first full window, the live stream's early looks come every hop (8, 16, 24 snippets)
+    assert [o["valid"] for o in out if o["type"] == P.WINDOW and o.get("early")] == [8, 16, 24]
 
 
 def test_engine_batches_across_streams(stream_setup) -> None:
