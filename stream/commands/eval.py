@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from engine.evaluation import activitynet, proposals, thumos
+from engine.evaluation.labels import label_accuracy
 from engine.evaluation.ground_truth import load_ground_truth
 from engine.evaluation.results_format import EvaluationInputError, read_predictions
 
@@ -92,6 +93,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     else:
         module = thumos if args.protocol == "thumos" else activitynet
         out = module.evaluate_detection(gt, preds, tiou, policy).to_dict()
+        out["labels"] = label_accuracy(gt, preds).to_dict()
     out["subset"] = gt.subset
     return out
 
@@ -121,6 +123,12 @@ def format_table(result: dict[str, Any], gt: str, pred: str) -> str:
         lines.append("-" * (width + 8 * len(result["tiou"])))
         lines.append(_fmt_row("mAP (%)", result["mAP"], width))
         lines.append(f"average mAP (%): {100 * result['average_mAP']:.2f}")
+        labels = result.get("labels")
+        if labels:
+            lines.append(f"labels: {labels['right']} of {labels['found']} found actions named right "
+                         f"({100 * labels['accuracy']:.1f} %; found = a detection of any label at tIoU >= "
+                         f"{labels['tiou']:g}, {labels['found']} of {labels['actions']} actions; "
+                         f"the best-scoring such detection's label counts)")
     if any(ignored.values()):
         how = "scored as false positives" if result.get("unknown_videos_policy") == "false_positive" else "dropped"
         parts = [f"{k}={v}" for k, v in ignored.items()]
