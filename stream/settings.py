@@ -77,7 +77,11 @@ class DetectorSettings:
     # updated until final; false: final events only (protocol v1 behaviour)
     lifecycle: bool = True
     guard_s: float = 1.0  # a detection ending this close to the window's right edge may go on: "open"
-    provisional_min_score: float = 0.05  # fainter detections are announced only when final
+    # fainter detections are announced only when final. 0 (every detection the merger holds is previewed): every
+    # final event is published whatever its score, so a floor here only makes faint actions final-only, about a
+    # window length late (docs/benchmarks.md, "Detection delay": 8 cameras, p95 47 -> 18 s in stream time, for
+    # 1.6x the messages). Subscribers that want fewer filter by score (menet subscribe --min-score)
+    provisional_min_score: float = 0.0
 
 
 @dataclass

@@ -116,3 +116,18 @@ def test_subscriber_keeps_the_latest_message_per_event() -> None:
             sub.close()
         pub.close()
         ctx.term()
+
+
+def test_subscribe_min_score_follows_an_event_once_shown() -> None:
+    """``menet subscribe --min-score``: an event prints from its first message at the floor, then all of its
+    messages (its final or retraction even when fainter); a faint event never shown stays hidden."""
+    from stream.commands.subscribe import _passes
+
+    shown: set[str] = set()
+    seq = [("a", "provisional", 0.02), ("a", "provisional", 0.2), ("a", "provisional", 0.04), ("a", "final", 0.03),
+           ("b", "provisional", 0.01), ("b", "retracted", 0.01), ("c", "final", 0.5)]
+    printed = [(eid, state, score) for eid, state, score in seq
+               if _passes({"event_id": eid, "state": state, "score": score}, 0.05, shown)]
+    assert printed == [("a", "provisional", 0.2), ("a", "provisional", 0.04), ("a", "final", 0.03),
+                       ("c", "final", 0.5)]
+    assert shown == set()  # nothing in flight is remembered after its last message

@@ -1,12 +1,14 @@
 """``menet subscribe``: print events as the detector publishes them.
 
     menet subscribe [--endpoint tcp://127.0.0.1:5560 [--endpoint ...]] [--stream ID ...] [--json] [--status]
-                    [--final-only] [--count N] [--timeout S] [--until-end]
+                    [--final-only] [--min-score S] [--count N] [--timeout S] [--until-end]
 
 One line per event message, with its lifecycle state: provisional, open, final or
 retracted; a later line for the same id supersedes the earlier ones. Several ``--endpoint``
 follow every detector of a fleet at once (docs/deployment.md) (``--final-only``:
-final events only, as protocol v1 clients see them). ``--json``: one JSON object per
+final events only, as protocol v1 clients see them). ``--min-score``: an event is printed from its
+first message scoring at least S; after that every message of its id is (so its final or
+retraction shows even when the score fell). ``--json``: one JSON object per
 line, the message header as documented in docs/protocol.md. ``--status`` adds stream status, gap and
 end-of-stream lines. Exits 0 on Ctrl-C, after ``--count`` events, after
 ``--timeout`` seconds without a message, or (``--until-end``) once every
@@ -46,7 +48,21 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--no-dedup", action="store_true", help="print repeated event messages (replays) too")
     p.add_argument("--final-only", action="store_true",
                    help="final events only (no provisional/open/retracted updates): what protocol v1 gave")
+    p.add_argument("--min-score", type=float, default=0.0,
+                   help="print an event from its first message scoring at least this, then every message of its "
+                        "id (default 0: all)")
     p.set_defaults(func=run)
+
+
+def _passes(header: dict[str, Any], min_score: float, shown: set[str]) -> bool:
+    """Whether an event message is printed under ``--min-score`` (remembering the ids printed)."""
+    eid = header["event_id"]
+    passes = eid in shown or header["score"] >= min_score
+    if passes and header.get("state", "final") not in ("final", "retracted"):
+        shown.add(eid)
+    else:
+        shown.discard(eid)  # its last message: the set stays as small as the events in flight
+    return passes
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     signal.signal(signal.SIGINT, signal.default_int_handler)
     events = 0
+    shown: set[str] = set()  # event ids printed once: their later messages print whatever the score
     pending_end = set(args.stream or [])
     with Subscriber(endpoints, args.stream, dedup=not args.no_dedup, curve=curve, final_only=args.final_only) as sub:
         try:
@@ -83,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
                 if msg is None:
                     return 0
                 h = msg.header
+                if h["type"] == P.EVENT and not _passes(h, args.min_score, shown):
+                    continue
                 if h["type"] == P.EVENT or args.status:
                     print(json.dumps(h) if args.json else format_message(h), flush=True)
                 if h["type"] == P.EVENT:
