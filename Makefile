@@ -25,13 +25,16 @@ system-deps:
 demo: $(STAMP)
 	$(PY) -m stream demo $(DEMO_ARGS)
 
-# Everything, slow-marked tests included (CI runs this).
+# Everything, slow-marked tests included (CI runs this). Two pytest workers, one file each at a time
+# (tests of one file share module fixtures and ports), one torch thread each: on 2 cores the suite's
+# real-time streams overlap instead of queueing (about 13 min instead of 19).
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
 test: $(STAMP) system-deps
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(PYTEST_PARALLEL)
 
 # Skip the slow-marked tests while iterating.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow" $(PYTEST_PARALLEL)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -134,9 +134,9 @@ def _lag_capture(setup: dict, tmp: Path, video: Path, kill: str | None = None) -
     def has_eos(ms: list[dict]) -> bool:
         return any(h["type"] == P.EOS for h in ms)
     try:
-        # both have received events (the detector's I/O thread writes to one connection, then the other)
-        pump(lambda: any(h["type"] == P.EVENT for h in run.messages) and
-             any(h["type"] == P.EVENT for h in raw_msgs), 120)
+        # both have received final events (the detector's I/O thread writes to one connection, then the
+        # other; provisional ones come first, and a kill before any final would test nothing of the dedup)
+        pump(lambda: any(_final(h) for h in run.messages) and any(_final(h) for h in raw_msgs), 120)
         n_before = len([h for h in raw_msgs if _final(h)])
         if kill is not None:
             t_kill = time.time()
