@@ -122,6 +122,11 @@ class TrainConfig:
     segment_epochs: int = 60
     segment_jitter: float = 0.1
     segment_lr: float = 1.0e-3
+    # THUMOS mode, training only: each epoch a training window's start moves forward into its
+    # video by a random 0..window_shift snippets (ground truth re-cut by data.window_gt), so
+    # window edges fall anywhere in a scene, as they do on a camera. The paper is silent (its
+    # windows are fixed); 0 keeps the fixed layout.
+    window_shift: int = 0
     seed: int = 0
 
 
@@ -553,6 +558,8 @@ def _validate(cfg: MENetConfig, problems: _Problems) -> None:
         check(value >= 1, key, f"must be >= 1, got {value}")
     check(m.segment_context >= 0, "model.segment_context", f"must be >= 0, got {m.segment_context}")
     check(0 <= t.segment_jitter < 0.5, "train.segment_jitter", f"must be in [0, 0.5), got {t.segment_jitter}")
+    check(0 <= t.window_shift < d.window, "train.window_shift",
+          f"must be in 0..data.window - 1 ({d.window - 1}), got {t.window_shift}")
     check(1 <= cfg.inference.labels_per_proposal <= d.num_classes, "inference.labels_per_proposal",
           f"must be in 1..data.num_classes ({d.num_classes}), got {cfg.inference.labels_per_proposal}")
     i = cfg.inference

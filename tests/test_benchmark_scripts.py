@@ -31,11 +31,13 @@ QUICK_OUTPUT = {
     "bench_protocol.py": ["| snippet |", "| window |", "| event |"],
     "bench_delay.py": ["| hop | guard (s) | delay p50 / p95 (s) |", "| 8 | 1 |"],
     "replay_delay.py": ["min_score 0: delay p50", "messages per camera"],
+    "ablation_seeds.py": ["window-shift", "validation average_mAP:", "long label_accuracy:"],
     "bench_transport.py": ["| ipc |", "| tcp |", "| MFE, batch 1 |", "| MREM | window |",
                            "| decode (sparse anchors, random weights) |", "| merge + Soft-NMS"],
 }
-# quick runs over ~20 s on a CI CPU (bench_delay: one 12-s live camera through `menet run`, ~25 s)
-SLOW_QUICK: set[str] = {"bench_delay.py"}
+# quick runs over ~20 s on a CI CPU (bench_delay: one 12-s live camera through `menet run`, ~25 s;
+# ablation_seeds: two 1-epoch trainings and their segment classifiers, ~60 s)
+SLOW_QUICK: set[str] = {"bench_delay.py", "ablation_seeds.py"}
 
 
 def _run(script: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:

@@ -193,6 +193,58 @@ def test_window_gt_rules_on_a_half_inside_ground_truth(tmp_path: Path, small_cfg
                                [[24, 32]])
 
 
+def test_window_shift_moves_training_windows_into_the_scene(tmp_path: Path, small_cfg_path: Path) -> None:
+    # a 60-snippet video whose feature at snippet i is i; window 32, GT snippets [36, 44) and [4, 8)
+    store = FeatureStore(tmp_path)
+    store.write_settings(FeatureSettings("tiny", "movement+total", 128, 4, 4, [32, 32], 36))
+    store.write(VideoFeatureMeta("v", 10.0, 240, 60), np.repeat(np.arange(60, dtype=np.float32)[:, None], 128, 1))
+    gt = ground_truth_from_annotations([("v", 1.6, 3.2, "spin"), ("v", 14.4, 17.6, "sway")],
+                                       subsets={"v": "training"})
+    cfg = load_config(small_cfg_path)
+    fixed = WindowDataset(cfg, store, gt, "training", training=True)
+    assert cfg.train.window_shift == 0  # the paper's fixed layout stays the default
+    assert all(fixed.shifted(i) is None for i in range(len(fixed)))
+    cfg.train.window_shift = 20
+    ds = WindowDataset(cfg, store, gt, "training", training=True)
+    first = ds.samples[0]
+    assert first.start == 0
+    seen = set()
+    for epoch in range(12):
+        ds.set_epoch(epoch)
+        feats, targets, index = ds[0]
+        start = int(feats[0, 0])  # the features say where the window really starts
+        seen.add(start)
+        moved = ds.shifted(0)
+        assert start == (0 if moved is None else moved.start)
+        if moved is not None:
+            assert 0 < moved.start <= 20
+            # ground truth in the moved window's units: the early action is cut off past snippet 5 (75 %
+            # coverage), the late one is kept once 75 % of it is inside, clipped to the window
+            expected = [[4 - moved.start, 8 - moved.start]] if moved.start <= 5 else []
+            if moved.start >= 10:
+                expected.append([36 - moved.start, min(44 - moved.start, 32)])
+            np.testing.assert_allclose(np.clip(moved.segments, 0, 32), np.clip(expected, 0, 32))
+            assert moved.valid == min(32, 60 - moved.start)
+            if moved.valid < 32:
+                assert float(feats[0, moved.valid:].abs().sum()) == 0.0  # padded past the video end
+        # the same epoch draws the same window again (a resumed run sees the same data)
+        again, _, _ = ds[0]
+        assert torch.equal(feats, again)
+    assert len(seen) > 3  # it does move
+    # validation windows never move
+    cfg_val = load_config(small_cfg_path)
+    cfg_val.train.window_shift = 20
+    val = WindowDataset(cfg_val, store, gt, "training", training=False)
+    assert all(val.shifted(i) is None for i in range(len(val)))
+
+
+def test_window_shift_must_fit_a_window(tmp_path: Path, small_cfg_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"extends: {small_cfg_path}\ntrain: {{window_shift: 999}}\n")
+    with pytest.raises(Exception, match="train.window_shift"):
+        load_config(bad)
+
+
 def test_window_ground_truth_function() -> None:
     segs = np.array([[-8.0, 8.0], [4.0, 12.0], [28.0, 30.0], [30.0, 50.0], [40.0, 44.0]])
     clipped, keep = window_ground_truth(segs, 0, 32, "coverage", 0.75)

@@ -157,6 +157,9 @@ class WindowDataset(Dataset):
                                f"{cfg.source} says data.sigma {cfg.data.sigma}")
         self._features: dict[str, np.ndarray] = {}
         self._meta: dict[str, VideoFeatureMeta] = {}
+        self._video_segments: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # snippet units, labels
+        self.training = training
+        self.epoch = 0  # set by the trainer: the window shifts (train.window_shift) are drawn per epoch
         self.samples: list[WindowSample] = []
         self.skipped: list[SkippedVideo] = []
         for video in sorted(self.gt.videos):
@@ -206,6 +209,7 @@ class WindowDataset(Dataset):
             return [WindowSample(video, 0, d.window, sps, segs_s / sps, labels)]
         sps = d.sigma / meta.fps
         segs = segs_s / sps
+        self._video_segments[video] = (segs, labels)
         out = []
         for start in window_starts(length, d.window, d.hop):
             clipped, keep = window_ground_truth(segs, start, d.window, d.window_gt, d.window_gt_coverage)
@@ -238,8 +242,40 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose window shifts ``__getitem__`` draws (``train.window_shift``)."""
+        self.epoch = epoch
+
+    def shifted(self, index: int) -> WindowSample | None:
+        """Training window ``index`` with its start moved forward by a random 0..window_shift
+        snippets, its ground truth re-cut; None when the shift is off, is 0, leaves the video,
+        or keeps no ground truth (the window is then used as laid out). The draw depends only
+        on (train.seed, epoch, index), so a resumed run sees the same windows."""
+        cfg = self.cfg
+        if not self.training or cfg.train.window_shift <= 0 or cfg.data.mode == "activitynet":
+            return None
+        s = self.samples[index]
+        rng = np.random.default_rng((cfg.train.seed, self.epoch, index))
+        offset = int(rng.integers(0, cfg.train.window_shift + 1))
+        length = self._features[s.video].shape[0]
+        start = s.start + offset
+        if offset == 0 or start >= length:
+            return None
+        segs, labels = self._video_segments[s.video]
+        clipped, keep = window_ground_truth(segs, start, cfg.data.window, cfg.data.window_gt,
+                                            cfg.data.window_gt_coverage)
+        if not keep.any():
+            return None
+        return WindowSample(s.video, start, min(cfg.data.window, length - start), s.seconds_per_snippet,
+                            clipped[keep], labels[keep])
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, list[LevelTargets], int]:
-        return self.window_features(self.samples[index]), self.targets(index), index
+        moved = self.shifted(index)
+        if moved is None:
+            return self.window_features(self.samples[index]), self.targets(index), index
+        targets = assign_window(moved.segments, moved.labels, self.cfg.level_lengths(), self.cfg.max_durations(),
+                                self.cfg.data.num_classes, self.cfg.train.positive_iou, window=self.cfg.data.window)
+        return self.window_features(moved), targets, index
 
 
 def collate(batch: list[tuple[torch.Tensor, list[LevelTargets], int]]):

@@ -309,6 +309,7 @@ def train(cfg: MENetConfig, features: str | Path, annotations: str | Path, out_d
         stage = sampler.stage_for_epoch(epoch, cfg.train.generalization_epochs)
         for group in optimizer.param_groups:
             group["lr"] = lr_for_epoch(cfg, epoch)
+        train_set.set_epoch(epoch)
         if dist_sampler is not None:
             dist_sampler.set_epoch(epoch)
             loader = DataLoader(train_set, batch_size=cfg.train.batch_size, sampler=dist_sampler,

@@ -1,0 +1,277 @@
+"""The paper's ablations with seeds: train variants x seeds on one feature store, score each.
+
+Each run is a real `menet train` (a subprocess, ``--jobs`` at a time) of ``--base-config``
+plus the variant's overrides (the table of benchmarks/train_synthetic.py: Base of paper
+Table 5, single level of Table 7, one-stage schedules of Table 8; plus ``window-shift``,
+training windows moved into their scene, ``train.window_shift``) and ``train.seed``. Runs
+whose ``best.pt`` exists are reused, so an interrupted study resumes. Every checkpoint is
+then scored on the validation subset (and on ``--long-features`` videos when given):
+
+* average mAP (ActivityNet protocol, tIoU 0.5:0.05:0.95) with the checkpoint's own labels;
+* class-agnostic average mAP of its proposals (eq. 10 without p_label), i.e. localisation;
+* label accuracy of found actions (engine/evaluation/labels.py).
+
+The report gives each run and, per variant, mean +- sample std over seeds.
+
+    .venv/bin/python benchmarks/ablation_seeds.py --work runs/ablate \\
+        --base-config runs/bundled/tiny-backbone.yaml --features runs/bundled/features \\
+        --annotations runs/bundled/synth/annotations.json --variants full,base --seeds 0,1,2 \\
+        --reuse full:0=checkpoints/menet-tiny-synth.pt \\
+        --long-features runs/long_feats --long-annotations runs/long/annotations.json
+
+``--reuse VARIANT:SEED=CKPT`` scores an existing checkpoint as that run instead of training
+it (the shipped checkpoint is the full model's seed 0 on the bundled benchmark).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from train_synthetic import VARIANTS as PAPER_VARIANTS  # noqa: E402  (one table for both studies)
+
+# the paper's ablations, plus training-recipe changes of ours (issue 12's list)
+VARIANTS: dict[str, dict] = {
+    **PAPER_VARIANTS,
+    # windows moved into their scene by up to half a window each epoch (train.window_shift)
+    "window-shift": {"train": {"window_shift": 64}},
+}
+
+TIOU = np.linspace(0.5, 0.95, 10)
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--work", default=None, help="directory for configs, runs and the report")
+    p.add_argument("--base-config", default=None, help="config every variant extends (with its backbone)")
+    p.add_argument("--features", default=None)
+    p.add_argument("--annotations", default=None, help="ActivityNet-format JSON with training/validation subsets")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: random 16-video feature set in a temp dir, window-shift x 2 seeds, 1 epoch")
+    p.add_argument("--variants", default="full,base", help="comma list of " + ",".join(VARIANTS))
+    p.add_argument("--seeds", default="0,1,2", help="comma list of train.seed values")
+    p.add_argument("--reuse", action="append", default=[], metavar="VARIANT:SEED=CKPT")
+    p.add_argument("--long-features", default=None, help="optional second set: longer unseen videos")
+    p.add_argument("--long-annotations", default=None)
+    p.add_argument("--jobs", type=int, default=1, help="trainings at a time")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per training and for scoring")
+    p.add_argument("--epochs", type=int, default=None, help="override train.epochs (smoke tests)")
+    p.add_argument("--train-only", action="store_true", help="train missing runs, score nothing")
+    p.add_argument("--out", default=None, help="report JSON (default WORK/report.json)")
+    return p.parse_args(argv)
+
+
+def _parse_reuse(items: list[str]) -> dict[tuple[str, int], Path]:
+    out: dict[tuple[str, int], Path] = {}
+    for item in items:
+        try:
+            key, path = item.split("=", 1)
+            variant, seed = key.split(":")
+            out[(variant, int(seed))] = Path(path)
+        except ValueError:
+            raise SystemExit(f"--reuse {item!r}: expected VARIANT:SEED=CHECKPOINT")
+    return out
+
+
+def write_run_config(work: Path, base_config: Path, variant: str, seed: int) -> tuple[Path, str]:
+    """The run's config file and its schedule (Table 8 variants change the schedule only)."""
+    spec = json.loads(json.dumps(VARIANTS[variant]))  # deep copy
+    schedule = spec.pop("schedule", "two-stage")
+    spec.setdefault("train", {})["seed"] = seed
+    doc = {"extends": str(base_config.resolve()), "name": f"{variant}-s{seed}", **spec}
+    path = work / f"{variant}-s{seed}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path, schedule
+
+
+def train_missing(a: argparse.Namespace, runs: list[tuple[str, int]], reuse: dict[tuple[str, int], Path]) -> dict:
+    """Start every missing training, ``a.jobs`` at a time; wall minutes per run."""
+    work = Path(a.work)
+    todo: list[tuple[str, int, list[str], Path]] = []
+    for variant, seed in runs:
+        out = work / f"{variant}-s{seed}"
+        if (variant, seed) in reuse or (out / "best.pt").is_file():
+            continue
+        cfg, schedule = write_run_config(work, Path(a.base_config), variant, seed)
+        cmd = [sys.executable, "-m", "stream", "train", "--config", str(cfg), "--features", a.features,
+               "--annotations", a.annotations, "--out", str(out), "--schedule", schedule,
+               "--threads", str(a.threads), "--no-val-map", "--no-progress"]
+        if a.epochs:
+            cmd += ["--epochs", str(a.epochs)]
+        todo.append((variant, seed, cmd, work / f"{variant}-s{seed}.log"))
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads)}
+    minutes: dict[str, float] = {}
+    running: list[tuple[str, subprocess.Popen, float, Any]] = []
+    while todo or running:
+        while todo and len(running) < a.jobs:
+            variant, seed, cmd, log = todo.pop(0)
+            fh = open(log, "w")
+            running.append((f"{variant}-s{seed}", subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
+                                                                   env=env, cwd=REPO), time.time(), fh))
+        for item in list(running):
+            name, proc, t0, fh = item
+            if proc.poll() is None:
+                continue
+            fh.close()
+            running.remove(item)
+            if proc.returncode != 0:
+                raise SystemExit(f"training {name} failed (exit {proc.returncode}); see {work / (name + '.log')}")
+            minutes[name] = (time.time() - t0) / 60
+        time.sleep(2)
+    return minutes
+
+
+def score(checkpoint: Path, features: str, annotations: str, subset: str | None) -> dict[str, Any]:
+    """Labelled and class-agnostic average mAP and label accuracy of one checkpoint on one set."""
+    from engine.checkpoint import load_checkpoint
+    from engine.evaluation.activitynet import evaluate_detection
+    from engine.evaluation.ground_truth import load_ground_truth
+    from engine.evaluation.labels import label_accuracy
+    from engine.evaluation.results_format import predictions_from_results
+    from engine.features import FeatureStore
+    from engine.inference import detect_videos, load_detector
+    from engine.training.dataset import class_names_for
+
+    ckpt = load_checkpoint(checkpoint)
+    cfg = ckpt.config
+    model = load_detector(ckpt)
+    full_gt = load_ground_truth(annotations)
+    gt = full_gt.select(subset) if subset else full_gt
+    store = FeatureStore(features)
+    names = class_names_for(cfg, full_gt)
+    videos = [v for v in gt.videos if store.has(v)]
+    labelled = detect_videos(model, cfg, store, videos, names)
+    preds = predictions_from_results(labelled, source=str(checkpoint))
+    res = evaluate_detection(gt, preds, TIOU)
+    acc = label_accuracy(gt, preds)
+    proposals = detect_videos(model, cfg, store, videos, names, proposals_only=True)
+    one = {v: [{**r, "label": "action"} for r in rows] for v, rows in proposals.items()}
+    gt_one = dataclasses.replace(gt, inst_labels=np.full(len(gt.inst_labels), "action", dtype=object),
+                                 classes=["action"])
+    agnostic = evaluate_detection(gt_one, predictions_from_results(one, source="agnostic"), TIOU)
+    return {"videos": len(videos), "average_mAP": 100 * res.average_mAP,
+            "mAP@0.5": 100 * float(res.mAP[0]), "mAP@0.75": 100 * float(res.mAP[5]),
+            "mAP@0.95": 100 * float(res.mAP[9]), "agnostic_average_mAP": 100 * agnostic.average_mAP,
+            "label_accuracy": 100 * acc.accuracy, "labels_right": acc.right, "labels_found": acc.found}
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """Per variant and set: 'mean +- std (n)' of every figure."""
+    out: dict[str, dict[str, str]] = {}
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == variant]
+        entry: dict[str, str] = {}
+        for set_name in mine[0]["scores"]:
+            for key in ("average_mAP", "mAP@0.5", "mAP@0.75", "mAP@0.95", "agnostic_average_mAP", "label_accuracy"):
+                vals = [r["scores"][set_name][key] for r in mine]
+                std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+                entry[f"{set_name} {key}"] = f"{statistics.mean(vals):.1f} +- {std:.1f} (n={len(vals)})"
+        out[variant] = entry
+    return out
+
+
+def quick_dataset(root: Path) -> tuple[Path, Path]:
+    """16 random 30-s videos of tiny-config features (actions carry a class-dependent offset) and
+    their ActivityNet-format annotations: 12 training, 4 validation."""
+    from engine.features import FeatureSettings, FeatureStore, VideoFeatureMeta
+
+    rng = np.random.default_rng(0)
+    classes = ["sway", "bounce", "spin", "orbit", "pulse"]
+    store = FeatureStore(root / "features")
+    store.write_settings(FeatureSettings("tiny", "movement+total", 128, 8, 8, [56, 56], 64, config="tiny"))
+    database: dict[str, Any] = {}
+    fps, snippets = 25.0, 94  # 30 s at sigma 8
+    for i in range(16):
+        video = f"quick_{i:02d}"
+        feats = rng.normal(0, 1, (snippets, 128)).astype(np.float32)
+        annotations = []
+        for k in range(2):
+            start = int(rng.integers(5 + 45 * k, 30 + 45 * k))
+            length = int(rng.integers(6, 15))
+            label = int(rng.integers(0, len(classes)))
+            feats[start:start + length, label * 8:(label + 1) * 8] += 3.0
+            annotations.append({"segment": [start * 8 / fps, (start + length) * 8 / fps], "label": classes[label]})
+        store.write(VideoFeatureMeta(video, fps, snippets * 8, snippets), feats)
+        database[video] = {"subset": "training" if i < 12 else "validation", "duration": snippets * 8 / fps,
+                           "annotations": annotations}
+    ann = root / "annotations.json"
+    ann.write_text(json.dumps({"database": database}))
+    return store.root, ann
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _args(argv)
+    if a.quick:
+        import tempfile
+
+        tmp = Path(tempfile.mkdtemp(prefix="ablation-quick-"))
+        features, ann = quick_dataset(tmp)
+        a.work, a.features, a.annotations = str(tmp / "work"), str(features), str(ann)
+        a.long_features, a.long_annotations = str(features), str(ann)
+        a.base_config = str(REPO / "configs" / "tiny.yaml")
+        a.variants, a.seeds, a.epochs, a.jobs, a.out = "window-shift", "0,1", 1, 2, str(tmp / "report.json")
+        try:
+            return run_study(a)
+        finally:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return run_study(a)
+
+
+def run_study(a: argparse.Namespace) -> int:
+    missing = [k for k in ("work", "base_config", "features", "annotations") if not getattr(a, k)]
+    if missing:
+        raise SystemExit(f"missing {', '.join('--' + k.replace('_', '-') for k in missing)} (or --quick)")
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    variants = [v for v in a.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"--variants: unknown {unknown}; known: {', '.join(VARIANTS)}")
+    seeds = [int(s) for s in a.seeds.split(",") if s]
+    reuse = _parse_reuse(a.reuse)
+    runs = [(v, s) for v in variants for s in seeds]
+    minutes = train_missing(a, runs, reuse)
+    if a.train_only:
+        return 0
+    import torch
+
+    torch.set_num_threads(a.threads)
+    rows = []
+    for variant, seed in runs:
+        ckpt = reuse.get((variant, seed), work / f"{variant}-s{seed}" / "best.pt")
+        scores = {"validation": score(ckpt, a.features, a.annotations, "validation")}
+        if a.long_features and a.long_annotations:
+            scores["long"] = score(ckpt, a.long_features, a.long_annotations, None)
+        rows.append({"variant": variant, "seed": seed, "checkpoint": str(ckpt), "scores": scores,
+                     "train_minutes": minutes.get(f"{variant}-s{seed}")})
+        print(json.dumps(rows[-1]), flush=True)
+    report = {"runs": rows, "summary": summarise(rows)}
+    out = Path(a.out) if a.out else work / "report.json"
+    out.write_text(json.dumps(report, indent=1))
+    for variant, entry in report["summary"].items():
+        print(variant)
+        for k, v in entry.items():
+            print(f"  {k}: {v}")
+    print(f"report: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
