@@ -69,12 +69,27 @@ def camera_uri(seed: int, seconds: float, size: tuple[int, int]) -> str:
     return f"synthetic://cam{seed}?seed={seed}&duration={seconds:g}&fps=25&width={size[0]}&height={size[1]}"
 
 
+def backbone_key(checkpoint: str) -> str:
+    """Hash of the checkpoint's backbone weights: features depend on them, not on the detector, so
+    detectors trained on one backbone share the cache (the whole file when it holds no backbone)."""
+    from engine.checkpoint import load_checkpoint
+
+    backbone = load_checkpoint(checkpoint).backbone
+    h = hashlib.sha256()
+    if not backbone:
+        h.update(Path(checkpoint).read_bytes())
+    for name in sorted(backbone or {}):
+        h.update(name.encode())
+        h.update(backbone[name].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def camera_features(uri: str, cfg: Any, engine: EngineStages, cache: Path | None,
                     model_key: str) -> tuple[np.ndarray, Any]:
     """[T, C_feat] snippet features of a synthetic camera as the live engine computes them, and its spec
-    (cached under ``cache`` by camera, frame fit and ``model_key``, the checkpoint's hash)."""
+    (cached under ``cache`` by camera, data settings and ``model_key``, the hash of the backbone weights)."""
     source = SyntheticSource(uri, cfg.stream.sources)
-    key = hashlib.sha256(f"{uri} {cfg.data.frame_fit} {model_key}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{uri} {cfg.data} {cfg.model.backbone} {cfg.model.movement} {model_key}".encode()).hexdigest()[:16]
     path = None if cache is None else cache / f"{key}.npy"
     if path is not None and path.is_file():
         return np.load(path), source.spec
@@ -200,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     size = tuple(int(x) for x in a.resolution.split("x"))
     engine, detector = EngineStages(cfg, a.checkpoint), DetectorStages(cfg, a.checkpoint)
     cache = Path(a.cache) if a.cache else None
-    model_key = hashlib.sha256(Path(a.checkpoint).read_bytes()).hexdigest()
+    model_key = backbone_key(a.checkpoint)
     cams: dict[str, tuple[np.ndarray, Any]] = {}
     for seed in parse_seeds(a.seeds):
         cams[f"cam{seed}"] = camera_features(camera_uri(seed, a.seconds, size), cfg, engine, cache, model_key)
