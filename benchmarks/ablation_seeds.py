@@ -3,8 +3,9 @@
 Each run is a real `menet train` (a subprocess, ``--jobs`` at a time) of ``--base-config``
 plus the variant's overrides (the table of benchmarks/train_synthetic.py: Base of paper
 Table 5, single level of Table 7, one-stage schedules of Table 8; plus ``window-shift``,
-training windows moved into their scene, ``train.window_shift``) and ``train.seed``. Runs
-whose ``best.pt`` exists are reused, so an interrupted study resumes. Every checkpoint is
+training windows moved into their scene, ``train.window_shift``) and ``train.seed``. Finished
+runs are reused and unfinished ones resume from their last epoch, so an interrupted study
+picks up where it stopped. Every checkpoint is
 then scored on the validation subset (and on ``--long-features`` videos when given):
 
 * average mAP (ActivityNet protocol, tIoU 0.5:0.05:0.95) with the checkpoint's own labels;
@@ -99,14 +100,26 @@ def write_run_config(work: Path, base_config: Path, variant: str, seed: int) -> 
     return path, schedule
 
 
+def run_complete(out: Path, epochs: int | None) -> bool:
+    """A finished `menet train`: its history's last epoch carries the segment classifier's record,
+    written only after the last epoch (best.pt and last.pt exist from the first epoch on)."""
+    try:
+        history = json.loads((out / "history.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not history or "labeller" not in history[-1]:
+        return False
+    return epochs is None or len(history) == epochs
+
+
 def train_missing(a: argparse.Namespace, runs: list[tuple[str, int]], reuse: dict[tuple[str, int], Path]) -> dict:
     """Start every missing training, ``a.jobs`` at a time; wall minutes per run."""
     work = Path(a.work)
     todo: list[tuple[str, int, list[str], Path]] = []
     for variant, seed in runs:
         out = work / f"{variant}-s{seed}"
-        if (variant, seed) in reuse or (out / "best.pt").is_file():
-            continue
+        if (variant, seed) in reuse or run_complete(out, a.epochs):
+            continue  # an unfinished run is started again: `menet train` resumes it from last.pt
         cfg, schedule = write_run_config(work, Path(a.base_config), variant, seed)
         cmd = [sys.executable, "-m", "stream", "train", "--config", str(cfg), "--features", a.features,
                "--annotations", a.annotations, "--out", str(out), "--schedule", schedule,
@@ -214,6 +227,30 @@ def quick_dataset(root: Path) -> tuple[Path, Path]:
     return store.root, ann
 
 
+MARKDOWN_COLUMNS = (("validation", "average_mAP", "average mAP"), ("validation", "mAP@0.5", "@0.5"),
+                    ("validation", "mAP@0.75", "@0.75"), ("validation", "mAP@0.95", "@0.95"),
+                    ("validation", "agnostic_average_mAP", "class-agnostic"),
+                    ("validation", "label_accuracy", "labels right"), ("long", "average_mAP", "long: average mAP"),
+                    ("long", "agnostic_average_mAP", "long: class-agnostic"))
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Mean +- std (n) per variant, one column per figure of MARKDOWN_COLUMNS that the rows have."""
+    cols = [c for c in MARKDOWN_COLUMNS if all(c[0] in r["scores"] for r in rows)]
+    lines = ["| variant | seeds | " + " | ".join(c[2] for c in cols) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in cols) + " |"]
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == variant]
+        cells = []
+        for set_name, key, _ in cols:
+            vals = [r["scores"][set_name][key] for r in mine]
+            std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            cells.append(f"{statistics.mean(vals):.1f} ± {std:.1f}")
+        seeds = ",".join(str(r["seed"]) for r in mine)
+        lines.append(f"| {variant} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     a = _args(argv)
     if a.quick:
@@ -269,6 +306,7 @@ def run_study(a: argparse.Namespace) -> int:
         print(variant)
         for k, v in entry.items():
             print(f"  {k}: {v}")
+    print(markdown_table(rows))
     print(f"report: {out}")
     return 0
 
