@@ -36,7 +36,7 @@ QUICK_OUTPUT = {
                            "| decode (sparse anchors, random weights) |", "| merge + Soft-NMS"],
 }
 # quick runs over ~20 s on a CI CPU (bench_delay: one 12-s live camera through `menet run`, ~25 s;
-# ablation_seeds: two 1-epoch trainings and their segment classifiers, ~60 s)
+# ablation_seeds: two 1-epoch trainings, one after the other, and their segment classifiers, ~60 s)
 SLOW_QUICK: set[str] = {"bench_delay.py", "ablation_seeds.py"}
 
 
