@@ -25,10 +25,11 @@ system-deps:
 demo: $(STAMP)
 	$(PY) -m stream demo $(DEMO_ARGS)
 
-# Everything, slow-marked tests included (CI runs this). Two pytest workers, one file each at a time
-# (tests of one file share module fixtures and ports), one torch thread each: on 2 cores the suite's
-# real-time streams overlap instead of queueing (about 13 min instead of 19).
-PYTEST_PARALLEL ?= -n 2 --dist loadfile
+# Everything, slow-marked tests included (CI runs this), one test at a time (about 19 min on 2 cores).
+# Two workers (PYTEST_PARALLEL="-n 2 --dist loadfile") take about 13 min, but on 2 cores the SIGKILL
+# and stuck-subscriber fault tests then time out under the other worker's load (two fresh-clone runs,
+# 2026-12-01); they pass alone. Serial until those tests are made robust to a busy host.
+PYTEST_PARALLEL ?=
 test: $(STAMP) system-deps
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(PYTEST_PARALLEL)
 
