@@ -535,6 +535,24 @@ def test_pretrain_backbone_saves_loadable_weights_used_by_extract(tmp_path: Path
     extract_videos(videos[:1], cfg, tmp_path / "f", progress=False)
     saved = read_state_dict(tmp_path / "f" / "backbone.pt")
     assert all(torch.equal(saved[k], state[k]) for k in state)
+    assert stats["final_lr"] == pytest.approx(1e-3)  # the default schedule keeps the rate
+
+
+def test_pretrain_backbone_cosine_schedule_ends_at_zero_and_unknown_schedule_is_refused(
+        tmp_path: Path, small_data: dict[str, Path], small_cfg_path: Path) -> None:
+    from engine.evaluation.ground_truth import load_ground_truth
+    from engine.training.pretrain import pretrain_backbone
+
+    cfg = load_config(small_cfg_path)
+    gt = load_ground_truth(small_data["ann"]).select("training")
+    videos = [p for p in list_videos(small_data["videos"]) if p.stem in gt.videos]
+    stats = pretrain_backbone(cfg, videos, gt, cfg.data.class_names, tmp_path / "bb.pt", steps=4, batch_size=2,
+                              progress=False, schedule="cosine")
+    assert stats["final_lr"] == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="schedule 'linear'"):
+        pretrain_backbone(cfg, videos, gt, cfg.data.class_names, tmp_path / "bb2.pt", steps=4, batch_size=2,
+                          progress=False, schedule="linear")
+    assert not (tmp_path / "bb2.pt").exists()
 
 
 @pytest.mark.slow

@@ -31,6 +31,8 @@ from .extract import VideoReadError, read_frames
 
 log = logging.getLogger(__name__)
 
+PRETRAIN_SCHEDULES = ("constant", "cosine")
+
 
 @dataclass
 class DecodedVideo:
@@ -77,8 +79,14 @@ def sample_batch(videos: list[DecodedVideo], cfg: MENetConfig, batch_size: int, 
 
 def pretrain_backbone(cfg: MENetConfig, video_paths: list[Path], gt: GroundTruth, class_names: list[str],
                       out: Path, steps: int = 600, batch_size: int = 16, lr: float = 1e-3, seed: int = 0,
-                      progress: bool = True) -> dict[str, float]:
-    """Train the config's backbone + a linear classifier; save the backbone's state dict to ``out``."""
+                      progress: bool = True, schedule: str = "constant") -> dict[str, float]:
+    """Train the config's backbone + a linear classifier; save the backbone's state dict to ``out``.
+
+    ``schedule``: ``constant`` keeps ``lr`` throughout (the shipped backbone's recipe); ``cosine``
+    decays it to 0 over ``steps``, which lets a longer run settle instead of hovering at ``lr``.
+    """
+    if schedule not in PRETRAIN_SCHEDULES:
+        raise ValueError(f"schedule {schedule!r}: expected one of {', '.join(PRETRAIN_SCHEDULES)}")
     from tqdm import tqdm
 
     class_index = {n: i for i, n in enumerate(class_names)}
@@ -91,6 +99,7 @@ def pretrain_backbone(cfg: MENetConfig, video_paths: list[Path], gt: GroundTruth
     classifier = nn.Linear(backbone.out_channels, cfg.data.num_classes + 1)
     model = nn.Sequential(backbone, classifier).train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if schedule == "cosine" else None
     correct = seen = 0
     loss_avg = 0.0
     bar = tqdm(range(steps), desc="pretrain", unit="step", disable=not progress)
@@ -102,6 +111,8 @@ def pretrain_backbone(cfg: MENetConfig, video_paths: list[Path], gt: GroundTruth
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
         loss_avg = 0.98 * loss_avg + 0.02 * float(loss.detach()) if step else float(loss.detach())
         if step >= steps - 100:  # accuracy over the last 100 steps
             correct += int((logits.argmax(1) == target).sum())
@@ -111,4 +122,5 @@ def pretrain_backbone(cfg: MENetConfig, video_paths: list[Path], gt: GroundTruth
     tmp = out.with_name(f".{out.name}.tmp")
     torch.save(backbone.state_dict(), tmp)
     tmp.replace(out)
-    return {"loss": loss_avg, "train_accuracy_last_100_steps": correct / max(seen, 1)}
+    return {"loss": loss_avg, "train_accuracy_last_100_steps": correct / max(seen, 1),
+            "final_lr": float(opt.param_groups[0]["lr"])}

@@ -21,6 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=600, help="optimisation steps (default 600)")
     p.add_argument("--batch-size", type=int, default=16, help="clips per step (default 16)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                   help="learning-rate schedule: constant (default, the bundled backbone's recipe) or cosine "
+                        "decay to 0 over --steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -46,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         if args.steps < 1 or args.batch_size < 1:
             raise ValueError("--steps and --batch-size must be >= 1")
         stats = pretrain_backbone(cfg, videos, gt, names, Path(args.out), args.steps, args.batch_size, args.lr,
-                                  args.seed, progress=not args.no_progress)
+                                  args.seed, progress=not args.no_progress,
+                                  schedule=args.schedule)
     except (ConfigError, EvaluationInputError, AnnotationError, VideoReadError, FileNotFoundError,
             ValueError) as exc:
         print(f"menet pretrain-backbone: {exc}", file=sys.stderr)
