@@ -47,10 +47,11 @@ def test_demo_finds_the_actions(tmp_path: Path, repo_root: Path) -> None:
     assert "event " in proc.stdout and "summary" in proc.stdout
     summary = json.loads(out.read_text())
     assert summary["events"] > 0 and summary["dropped_snippets"] == 0
-    # the trained checkpoint finds and labels the synthetic actions: 0.67 measured on this video
-    # (docs/results.md); a random checkpoint scores ~0 and the previous per-anchor labels 0.21. Half of
-    # the measured figure leaves room for timing-dependent batching.
-    assert summary["mAP@0.5"] >= 0.33
+    # the trained checkpoint finds and labels the synthetic actions: 0.36 measured on this video with
+    # the shipped checkpoint (2 of its 3 actions; 0.67 with the previous one, which found its 4-s
+    # `spin` but scored 25 points lower on the 80 validation videos, docs/results.md); a random
+    # checkpoint scores ~0. Half of the measured figure leaves room for timing-dependent batching.
+    assert summary["mAP@0.5"] >= 0.17
 
 
 @pytest.mark.slow
