@@ -50,6 +50,14 @@ VARIANTS: dict[str, dict] = {
     **PAPER_VARIANTS,
     # windows moved into their scene by up to half a window each epoch (train.window_shift)
     "window-shift": {"train": {"window_shift": 64}},
+    # capacity: twice tiny's widths (the paper's 256 / S = 32 is ~16x the MACs: hours here)
+    "wide": {"model": {"channels": 128, "head_hidden": 128}},
+    # sampling: every anchor of every level trained (the paper samples r_i of them)
+    "sample-all": {"train": {"sample_ratios": [1.0, 1.0, 1.0]}},
+    # label assignment: Offset-ASP's positives at tIoU > 0.7 (the paper: 0.9)
+    "positive-0.7": {"train": {"positive_iou": 0.7}},
+    # the peer's weight averaging: EMA of the weights, decay 0.999 as ActionFormer (train.ema_decay)
+    "ema": {"train": {"ema_decay": 0.999}},
 }
 
 TIOU = np.linspace(0.5, 0.95, 10)
@@ -149,8 +157,10 @@ def train_missing(a: argparse.Namespace, runs: list[tuple[str, int]], reuse: dic
     return minutes
 
 
-def score(checkpoint: Path, features: str, annotations: str, subset: str | None) -> dict[str, Any]:
-    """Labelled and class-agnostic average mAP and label accuracy of one checkpoint on one set."""
+def score(checkpoint: Path, features: str, annotations: str, subset: str | None,
+          inference: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Labelled and class-agnostic average mAP and label accuracy of one checkpoint on one set;
+    ``inference`` overrides keys of the checkpoint's ``inference`` section (decoding studies)."""
     from engine.checkpoint import load_checkpoint
     from engine.evaluation.activitynet import evaluate_detection
     from engine.evaluation.ground_truth import load_ground_truth
@@ -162,6 +172,11 @@ def score(checkpoint: Path, features: str, annotations: str, subset: str | None)
 
     ckpt = load_checkpoint(checkpoint)
     cfg = ckpt.config
+    if inference:
+        from engine.config import config_from_dict
+
+        cfg = config_from_dict({**cfg.to_dict(), "inference": {**cfg.to_dict()["inference"], **inference}},
+                               source=f"{checkpoint} + {inference}")
     model = load_detector(ckpt)
     full_gt = load_ground_truth(annotations)
     gt = full_gt.select(subset) if subset else full_gt

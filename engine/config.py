@@ -108,6 +108,10 @@ class TrainConfig:
     lambda1: float = 5.0
     lambda2: float = 10.0
     weight_decay: float = 0.0
+    # Exponential moving average of the detector's weights (ActionFormer's recipe; the paper
+    # trains and reports the raw weights): 0 = off; d > 0 updates avg <- d * avg + (1 - d) * w
+    # after every step, and checkpoints, validation and inference use the average.
+    ema_decay: float = 0.0
     # M_reg loss (eq. 5): "paper" = plain L2 over the sampled anchors; "balanced" = BMN/G-TAD's
     # high/mid/low tIoU balance (equal weight to anchors with tIoU > 0.7, 0.3-0.7, < 0.3).
     reg_loss: Literal["paper", "balanced"] = "paper"
@@ -167,6 +171,12 @@ class ChainConfig:
 @dataclass
 class InferenceConfig:
     peak_ratio: float = 0.5  # candidate boundary: local peak or > ratio * max
+    # the paper is silent on a window's first and last snippet: "always" candidates (BSN/BMN's
+    # post-processing) or only when they "peak" (engine/postprocess/decode.py)
+    boundary_edges: Literal["always", "peak"] = "always"
+    # scored (start, end) pairs per level and window, those with the largest p_s * p_e (an upper
+    # bound of the eq. 10 score); 0 = every pair, as the paper (decode.DEFAULT_MAX_PAIRS says why)
+    max_pairs: int = 2048
     max_detections: int = 100
     min_score: float = 0.001
     soft_nms: SoftNMSConfig = field(default_factory=SoftNMSConfig)
@@ -549,6 +559,7 @@ def _validate(cfg: MENetConfig, problems: _Problems) -> None:
     check(t.lr > 0 and t.lr_decayed > 0, "train.lr", "learning rates must be > 0")
     check(0 < t.positive_iou < 1, "train.positive_iou", f"must be in (0, 1), got {t.positive_iou}")
     check(t.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")
+    check(0 <= t.ema_decay < 1, "train.ema_decay", f"must be in [0, 1), got {t.ema_decay}")
     check(0 < t.holdout_fraction < 1, "train.holdout_fraction", f"must be in (0, 1), got {t.holdout_fraction}")
     check(0 < d.window_gt_coverage <= 1, "data.window_gt_coverage",
           f"must be in (0, 1], got {d.window_gt_coverage}")
@@ -564,6 +575,7 @@ def _validate(cfg: MENetConfig, problems: _Problems) -> None:
           f"must be in 1..data.num_classes ({d.num_classes}), got {cfg.inference.labels_per_proposal}")
     i = cfg.inference
     check(0 < i.peak_ratio <= 1, "inference.peak_ratio", f"must be in (0, 1], got {i.peak_ratio}")
+    check(i.max_pairs >= 0, "inference.max_pairs", f"must be >= 0 (0 = no cap), got {i.max_pairs}")
     check(i.max_detections >= 1, "inference.max_detections", f"must be >= 1, got {i.max_detections}")
     check(i.join.edge_snippets >= 0, "inference.join.edge_snippets", f"must be >= 0, got {i.join.edge_snippets}")
     check(0 <= i.join.min_score, "inference.join.min_score", f"must be >= 0, got {i.join.min_score}")

@@ -112,6 +112,18 @@ def test_train_section_checks(tmp_path: Path) -> None:
         load_config(path)
 
 
+@pytest.mark.parametrize("section,key,value,message", [
+    ("train", "ema_decay", "1.0", r"must be in \[0, 1\), got 1.0"),
+    ("inference", "max_pairs", "-1", r"must be >= 0 \(0 = no cap\), got -1"),
+    ("inference", "boundary_edges", "sometimes", "must be one of"),
+])
+def test_training_and_decoding_options_are_checked(tmp_path: Path, section: str, key: str, value: str,
+                                                   message: str) -> None:
+    path = write(tmp_path, base_text() + f"{section}:\n  {key}: {value}\n")
+    with pytest.raises(ConfigError, match=rf"{section}.{key}: {message}"):
+        load_config(path)
+
+
 def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(write(tmp_path, "name: [unclosed\n"))

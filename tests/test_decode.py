@@ -281,3 +281,29 @@ def test_decode_window_tiny_config() -> None:
                        cfg.inference.peak_ratio, 2, batch_index=1, window=cfg.data.window, level_index=1)
     np.testing.assert_allclose(out.scores[out.level == 1], lv1.scores)
     np.testing.assert_allclose(out.segments[out.level == 1], lv1.segments)
+
+
+def test_decode_window_takes_pair_cap_and_edge_rule_from_the_config() -> None:
+    cfg = load_config("tiny")
+    torch.manual_seed(0)
+    det = TemporalDetector(cfg, in_channels=32).eval()
+    with torch.no_grad():
+        levels = det(torch.randn(1, 32, cfg.data.window))
+    for lv in levels:  # flat boundary curves: every snippet is a candidate, far more pairs than any cap
+        lv.start.fill_(0.6)
+        lv.end.fill_(0.6)
+    uncapped = decode_window(levels, det.heads, cfg, max_pairs=None)
+    assert len(uncapped) > 3 * 64
+    cfg.inference.max_pairs = 64
+    capped = decode_window(levels, det.heads, cfg)
+    assert len(capped) <= 64 * len(levels) and np.bincount(capped.level).max() == 64
+    cfg.inference.max_pairs = 0  # 0: every pair, as the paper
+    assert len(decode_window(levels, det.heads, cfg)) == len(uncapped)
+    # a rising curve: every snippet but the first passes 0.5 * max; the first is a candidate only by the edge rule
+    for lv in levels:
+        n = lv.start.shape[-1]
+        lv.start.copy_(torch.linspace(0.01, 0.02, n).expand_as(lv.start))
+    always = decode_window(levels, det.heads, cfg)
+    cfg.inference.boundary_edges = "peak"
+    peak = decode_window(levels, det.heads, cfg)
+    assert (always.anchors[:, 0] == 0).any() and not (peak.anchors[:, 0] == 0).any()

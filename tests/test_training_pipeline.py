@@ -612,3 +612,35 @@ def test_segment_labeller_trains_after_the_detector_and_converts_old_checkpoints
     # a missing feature folder is a clear error, not a traceback
     assert main(["train-labeller", "--checkpoint", str(converted), "--features", str(tmp_path / "nowhere"),
                  "--annotations", str(small_data["ann"]), "--out", str(converted)]) == 2
+
+
+def test_ema_weights_are_saved_training_is_unchanged_and_a_run_resumes_exactly(
+        tmp_path: Path, small_data: dict[str, Path], small_cfg_path: Path) -> None:
+    from engine.training.trainer import EMA_TRAINING_WEIGHTS
+
+    def run(out: Path, epochs: int, ema_decay: float):
+        cfg = load_config(small_cfg_path)
+        cfg.model.labeller = "anchor"  # the detector alone: the segment labeller is fitted on top of either
+        cfg.train.epochs, cfg.train.ema_decay = epochs, ema_decay
+        res = train(cfg, small_data["feats"], small_data["ann"], out, progress=False, num_threads=1,
+                    validate_map=False)
+        return load_checkpoint(res.last_path, with_optimizer=True)
+
+    plain = run(tmp_path / "plain", 2, 0.0)
+    averaged = run(tmp_path / "ema", 2, 0.9)
+    assert EMA_TRAINING_WEIGHTS not in plain.optimizer
+    trained = averaged.optimizer[EMA_TRAINING_WEIGHTS]
+    # the average never feeds back: the weights being trained are the plain run's
+    for k, v in plain.detector.items():
+        assert torch.equal(trained[k], v), k
+    # what is saved (and so validated and served) is the average, not the last step
+    moved = [k for k, v in averaged.detector.items() if v.is_floating_point() and not torch.equal(v, trained[k])]
+    assert moved
+    # one epoch, then resumed to two: the same average and the same weights as in one go
+    run(tmp_path / "resumed", 1, 0.9)
+    resumed = run(tmp_path / "resumed", 2, 0.9)
+    for k, v in averaged.detector.items():
+        assert torch.allclose(resumed.detector[k], v, atol=1e-6), k
+    # switching the average on or off under a run is refused, saying which setting
+    with pytest.raises(CheckpointError, match="train.ema_decay"):
+        run(tmp_path / "resumed", 3, 0.0)

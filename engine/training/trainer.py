@@ -3,7 +3,9 @@
 Adam (the paper's optimizer) with ``train.lr``, decayed to ``train.lr_decayed``
 from epoch ``train.lr_decay_epoch`` (0-based: epochs before it use ``lr``), and
 ``train.weight_decay`` as Adam's L2 term (coupled, torch.optim.Adam; the paper
-gives no decay, so the default is 0); the anchor sampler's Generalization stage
+gives no decay, so the default is 0); with ``train.ema_decay`` > 0 an exponential
+moving average of the weights (torch.optim.swa_utils.AveragedModel) is what gets
+validated and saved (off by default: not in the paper); the anchor sampler's Generalization stage
 for the first ``train.generalization_epochs`` epochs, then Specialization. Each
 epoch ends with the validation loss and, with validation annotations, the
 validation mAP (ActivityNet protocol, tIoU 0.5:0.05:0.95), logged for
@@ -34,6 +36,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from ..checkpoint import Checkpoint, CheckpointError, config_differences, load_checkpoint, save_checkpoint
@@ -99,6 +102,32 @@ def split_holdout(gt: GroundTruth, fraction: float, seed: int) -> list[str]:
     n = min(max(1, round(fraction * len(annotated))), len(annotated) - 1)
     order = np.random.default_rng(seed).permutation(len(annotated))
     return sorted(annotated[i] for i in order[:n])
+
+
+# With EMA on, the checkpoint's detector is the average; the weights being trained and the
+# number of averaged steps ride in the optimizer entry so a run resumes exactly.
+EMA_TRAINING_WEIGHTS = "ema_training_weights"
+EMA_UPDATES = "ema_updates"
+
+
+def build_ema(cfg: MENetConfig, model: torch.nn.Module) -> AveragedModel | None:
+    """The moving average of ``model``'s parameters (buffers follow the model), or None when
+    ``train.ema_decay`` is 0."""
+    if cfg.train.ema_decay <= 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay), use_buffers=False)
+
+
+def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def _optimizer_entry(optimizer: torch.optim.Optimizer, model: torch.nn.Module,
+                     ema: AveragedModel | None) -> dict[str, Any]:
+    state = optimizer.state_dict()
+    if ema is None:
+        return state
+    return {**state, EMA_TRAINING_WEIGHTS: _cpu_state(model), EMA_UPDATES: int(ema.n_averaged)}
 
 
 def _selection_differences(old: TrainConfig, new: TrainConfig) -> list[str]:
@@ -268,6 +297,8 @@ def train(cfg: MENetConfig, features: str | Path, annotations: str | Path, out_d
         # here, so DistributedDataParallel does not wait for gradients that never come
         model.labeller.requires_grad_(False)
     optimizer = build_optimizer(cfg, model)
+    ema = build_ema(cfg, model)
+    scored = model if ema is None else ema.module  # what is validated and saved
     sampler = AnchorSampler.from_config(cfg, schedule=schedule)
     history: list[dict[str, Any]] = []
     start_epoch = 0
@@ -279,9 +310,21 @@ def train(cfg: MENetConfig, features: str | Path, annotations: str | Path, out_d
         diffs = config_differences(ckpt.config, cfg) + _selection_differences(ckpt.config.train, cfg.train)
         if diffs:
             raise CheckpointError(f"{last_path}: cannot resume, the config changed:\n  " + "\n  ".join(diffs))
-        model.load_state_dict(ckpt.detector)
-        if ckpt.optimizer:
-            optimizer.load_state_dict(ckpt.optimizer)
+        opt_state = dict(ckpt.optimizer or {})
+        training_weights = opt_state.pop(EMA_TRAINING_WEIGHTS, None)
+        ema_updates = opt_state.pop(EMA_UPDATES, 0)
+        if (ema is None) != (training_weights is None):
+            raise CheckpointError(f"{last_path}: cannot resume, it was written with train.ema_decay "
+                                  f"{'> 0' if training_weights is not None else '0'} and the config says "
+                                  f"{cfg.train.ema_decay}")
+        if ema is not None:
+            model.load_state_dict(training_weights)
+            ema.module.load_state_dict(ckpt.detector)
+            ema.n_averaged.fill_(int(ema_updates))
+        else:
+            model.load_state_dict(ckpt.detector)
+        if opt_state:
+            optimizer.load_state_dict(opt_state)
             for group in optimizer.param_groups:  # the config's decay, not the one stored with the state
                 group["weight_decay"] = cfg.train.weight_decay
         history = ckpt.history
@@ -335,6 +378,8 @@ def train(cfg: MENetConfig, features: str | Path, annotations: str | Path, out_d
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             steps += 1
@@ -346,19 +391,19 @@ def train(cfg: MENetConfig, features: str | Path, annotations: str | Path, out_d
                                   "train": _mean_terms(sums, steps)}
         # Validation figures are information only: nothing below reads them to choose best.pt.
         if val_loader is not None:
-            record["val"] = validation_loss(model, val_loader, sampler, cfg, dev)
+            record["val"] = validation_loss(scored, val_loader, sampler, cfg, dev)
             if validate_map and val_set is not None:
-                record["val_map"] = validation_map(model, cfg, val_set, class_agnostic=agnostic)
+                record["val_map"] = validation_map(scored, cfg, val_set, class_agnostic=agnostic)
         if holdout_set is not None:
-            record["holdout_map"] = validation_map(model, cfg, holdout_set, class_agnostic=agnostic)
+            record["holdout_map"] = validation_map(scored, cfg, holdout_set, class_agnostic=agnostic)
         if selection == "last":
             is_best = True  # every epoch is the last so far; the final one stays
         else:
             # ties keep the earlier epoch; the first epoch always counts (a NaN mAP compares False)
             is_best = best_epoch is None or record["holdout_map"]["average_mAP"] > best_score
         history.append(record)
-        ckpt = Checkpoint(cfg, train_set.class_names, {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                          backbone_state, epoch, optimizer.state_dict(), history,
+        ckpt = Checkpoint(cfg, train_set.class_names, _cpu_state(scored),
+                          backbone_state, epoch, _optimizer_entry(optimizer, model, ema), history,
                           store.settings().__dict__)
         save_checkpoint(last_path, ckpt)
         if is_best:
