@@ -27,6 +27,8 @@ Steps (each one a subprocess; the peer never runs inside this interpreter):
               point), unmodified; EMA weights of the final epoch are kept.
 4. infer   -- the peer's own `actionformer.eval:main --saveonly` on the validation
               subset with the final checkpoint (EMA weights).
+   (--reuse RUN skips training: the final checkpoint of an earlier run, with its class ids,
+   is scored on --features / --annotations, e.g. longer unseen videos with --val-subset all.)
 5. score   -- the peer's detections -> ActivityNet results JSON (predictions.json),
               then `python -m stream eval --protocol activitynet --subset validation`.
 
@@ -200,8 +202,13 @@ def ensure_venv(venv: Path, torch_spec: str, peer_spec: str, env: dict[str, str]
 # --------------------------------------------------------------------------- 2. prepare
 
 def prepare(features: Path, annotations: Path, work: Path, limit_train: int | None,
-            limit_val: int | None, subsets: tuple[str, str]) -> dict[str, Any]:
-    """Write the peer's json + feature links; returns what the config and scoring need."""
+            limit_val: int | None, subsets: tuple[str | None, str],
+            labels: list[str] | None = None) -> dict[str, Any]:
+    """Write the peer's json + feature links; returns what the config and scoring need.
+
+    ``subsets``: (train, scored); train None = score only (``--reuse``); scored ``all`` = every
+    video of the annotations. ``labels``: the class ids of an earlier training (``--reuse``),
+    else the sorted labels of the videos used."""
     sys.path.insert(0, str(REPO_ROOT))
     from engine.features import FeatureStore
 
@@ -215,7 +222,10 @@ def prepare(features: Path, annotations: Path, work: Path, limit_train: int | No
     chosen: dict[str, list[str]] = {}
     missing: dict[str, int] = {}
     for subset, limit in ((train_subset, limit_train), (val_subset, limit_val)):
-        names = sorted(v for v, item in database.items() if item.get("subset") == subset)
+        if subset is None:
+            chosen[subset] = []
+            continue
+        names = sorted(v for v, item in database.items() if subset == ALL_SUBSETS or item.get("subset") == subset)
         have = [v for v in names if v in available]
         missing[subset] = len(names) - len(have)
         if limit is None and missing[subset]:
@@ -226,7 +236,12 @@ def prepare(features: Path, annotations: Path, work: Path, limit_train: int | No
             raise SystemExit(f"no {subset} video of {annotations} has features in {features}")
 
     used = chosen[train_subset] + chosen[val_subset]
-    labels = sorted({a["label"] for v in used for a in database[v].get("annotations", [])})
+    seen = sorted({a["label"] for v in used for a in database[v].get("annotations", [])})
+    if labels is None:
+        labels = seen
+    elif set(seen) - set(labels):
+        raise SystemExit(f"{annotations}: labels {sorted(set(seen) - set(labels))} were not in the reused "
+                         f"peer's training (its classes: {labels})")
     label_id = {name: i for i, name in enumerate(labels)}
 
     feat_dir = work / "data" / "features"
@@ -274,7 +289,8 @@ def prepare(features: Path, annotations: Path, work: Path, limit_train: int | No
         "sigma": int(settings.sigma), "clip_length": int(settings.clip_length),
         "feature_kind": settings.feature_kind,
         "default_fps": fps_seen.pop() if len(fps_seen) == 1 else None,
-        "videos": {k: len(v) for k, v in chosen.items()}, "missing_features": missing,
+        "videos": {k: len(v) for k, v in chosen.items() if k is not None},
+        "missing_features": {k: n for k, n in missing.items() if k is not None},
         "gt": gt_path,
     }
 
@@ -334,6 +350,30 @@ def peer_config(data: dict[str, Any], args: argparse.Namespace, subsets: tuple[s
     }
 
 
+# --------------------------------------------------------------------------- --reuse
+
+ALL_SUBSETS = "all"
+
+
+def reused_run(run: Path) -> tuple[Path, list[str], int]:
+    """An earlier run's final peer checkpoint, its classes in id order and its epoch count."""
+    report_path, json_path = run / "report.json", run / "data" / "actionformer.json"
+    try:
+        report = json.loads(report_path.read_text())
+        database = json.loads(json_path.read_text())["database"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise SystemExit(f"--reuse {run}: not a finished run of this script ({exc})")
+    total = int(report["epochs"]["total"])
+    ckpt = run / "ckpt" / "actionformer_peer" / f"epoch_{total:03d}.pth.tar"
+    if not ckpt.is_file():
+        raise SystemExit(f"--reuse {run}: its final checkpoint {ckpt} is missing")
+    ids = {a["label"]: int(a["label_id"]) for item in database.values() for a in item["annotations"]}
+    labels = [name for name, _ in sorted(ids.items(), key=lambda kv: kv[1])]
+    if [ids[n] for n in labels] != list(range(len(labels))) or labels != list(report["classes"]):
+        raise SystemExit(f"--reuse {run}: class ids in {json_path} do not match its report's classes")
+    return ckpt.resolve(), labels, total
+
+
 # --------------------------------------------------------------------------- 5. score
 
 def to_activitynet(raw: dict[str, list], labels: list[str]) -> dict[str, Any]:
@@ -350,8 +390,9 @@ def to_activitynet(raw: dict[str, list], labels: list[str]) -> dict[str, Any]:
 
 
 def menet_eval(gt: Path, pred: Path, subset: str, log_path: Path, env: dict[str, str]) -> dict[str, Any]:
-    base = [sys.executable, "-m", "stream", "eval", "--gt", str(gt), "--pred", str(pred),
-            "--protocol", "activitynet", "--subset", subset]
+    base = [sys.executable, "-m", "stream", "eval", "--gt", str(gt), "--pred", str(pred), "--protocol", "activitynet"]
+    if subset != ALL_SUBSETS:
+        base += ["--subset", subset]
     run_logged(base, log_path, env, cwd=REPO_ROOT)  # the table, for the log and the console
     proc = subprocess.run(base + ["--json"], capture_output=True, text=True, env=env, cwd=REPO_ROOT)
     if proc.returncode != 0:
@@ -387,7 +428,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit-val", type=int, default=None,
                    help="use only the first N validation videos (scored against a reduced ground truth)")
     p.add_argument("--train-subset", default="training", help="annotation subset to train on (default training)")
-    p.add_argument("--val-subset", default="validation", help="annotation subset to score (default validation)")
+    p.add_argument("--val-subset", default="validation",
+                   help=f"annotation subset to score (default validation; {ALL_SUBSETS!r}: every video)")
+    p.add_argument("--reuse", type=Path, default=None, metavar="RUN",
+                   help="score the peer trained by an earlier run (RUN = its --work) on --features / "
+                        "--annotations instead of training one, e.g. on longer unseen videos")
     p.add_argument("--torch-spec", default=None,
                    help="torch requirement for the peer venv (default: the project's own torch, "
                         "e.g. torch==2.13.0+cpu)")
@@ -417,8 +462,12 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     env = thread_env(args.threads)
-    subsets = (args.train_subset, args.val_subset)
+    subsets: tuple[str | None, str] = (None if args.reuse else args.train_subset, args.val_subset)
     timings: dict[str, float] = {}
+    total_epochs = args.warmup_epochs + args.epochs
+    reused_labels = reused_ckpt = None
+    if args.reuse:
+        reused_ckpt, reused_labels, total_epochs = reused_run(args.reuse.resolve())
 
     t0 = time.perf_counter()
     torch_spec = args.torch_spec or project_torch_spec()
@@ -428,8 +477,13 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     data = prepare(args.features.resolve(), args.annotations.resolve(), work,
-                   args.limit_train, args.limit_val, subsets)
+                   args.limit_train, args.limit_val, subsets, reused_labels)
     cfg = peer_config(data, args, subsets, work / "ckpt")
+    if args.val_subset == ALL_SUBSETS:  # the peer's loader selects by subset name: name them all
+        names = sorted({item["subset"] for item in json.loads(data["json_file"].read_text())["database"].values()})
+        cfg["val_split"] = names
+    if args.reuse:
+        cfg["train_split"] = cfg["val_split"]  # nothing is trained; the loader still wants a split
     (work / "ckpt").mkdir(exist_ok=True)
     import yaml
     cfg_path = work / "actionformer.yaml"
@@ -440,16 +494,21 @@ def main(argv: list[str] | None = None) -> int:
     log(f"videos {data['videos']}, classes {data['labels']}, input_dim {data['input_dim']}, "
         f"feat_stride = num_frames = {data['sigma']}, default_fps {data['default_fps']}")
 
-    total_epochs = args.warmup_epochs + args.epochs
     ckpt_dir = work / "ckpt" / "actionformer_peer"
     ckpt = ckpt_dir / f"epoch_{total_epochs:03d}.pth.tar"
     for old in ckpt_dir.glob("*.pth.tar") if ckpt_dir.is_dir() else []:
         old.unlink()  # a stale checkpoint must never be scored
     for name in ("train.log", "infer.log", "eval.log"):
         (work / name).unlink(missing_ok=True)
-    # -c 0: only the final epoch is saved (what the issue reports)
-    timings["train"] = run_logged([python, str(launcher), "train", str(cfg_path), "--output", "peer",
-                                   "-c", "0", "-p", "20"], work / "train.log", env, cwd=work)
+    if reused_ckpt is not None:
+        # a link in this run's folder: the peer's eval writes its results next to the checkpoint
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.symlink_to(reused_ckpt)
+        timings["train"] = 0.0
+    else:
+        # -c 0: only the final epoch is saved (what the issue reports)
+        timings["train"] = run_logged([python, str(launcher), "train", str(cfg_path), "--output", "peer",
+                                       "-c", "0", "-p", "20"], work / "train.log", env, cwd=work)
     if not ckpt.is_file():
         raise SystemExit(f"training finished without {ckpt}")
 
@@ -478,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
                  "entry_points": ["actionformer.train:main", "actionformer.eval:main --saveonly"]},
         "command": shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(argv),
         "quick": args.quick,
+        "reused_from": str(args.reuse) if args.reuse else None,  # scored only, trained by that run
         "features": str(args.features), "annotations": str(args.annotations),
         "feature_kind": data["feature_kind"], "input_dim": data["input_dim"],
         "feat_stride": data["sigma"], "num_frames": data["sigma"], "default_fps": data["default_fps"],
