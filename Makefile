@@ -31,7 +31,7 @@ demo: $(STAMP)
 # 2026-12-01); they pass alone. Serial until those tests are made robust to a busy host.
 PYTEST_PARALLEL ?=
 test: $(STAMP) system-deps
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(PYTEST_PARALLEL)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q --durations=25 $(PYTEST_PARALLEL)
 
 # Skip the slow-marked tests while iterating.
 test-fast: $(STAMP)
