@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from ablation_seeds import quick_dataset, score  # noqa: E402  (one scoring for training and decoding studies)
+from ablation_seeds import markdown_table, quick_dataset, score  # noqa: E402  (one scoring and table for both studies)
 
 # name -> inference overrides; the first row is the checkpoint's own settings (the paper's rule)
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -46,8 +45,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "score floor 0 + 2 labels per proposal": {"min_score": 0.0, "labels_per_proposal": 2},
     "class-agnostic Soft-NMS": {"soft_nms": {"class_agnostic": True}},
 }
-
-FIGURES = ("average_mAP", "mAP@0.5", "mAP@0.75", "mAP@0.95", "agnostic_average_mAP", "label_accuracy")
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -81,23 +78,6 @@ def _checkpoints(items: list[str]) -> list[tuple[str, Path]]:
             raise SystemExit(f"--checkpoint {item!r}: expected SEED=CHECKPOINT with an existing file")
         out.append((name, Path(path)))
     return out
-
-
-def _mean_std(vals: list[float]) -> str:
-    std = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return f"{statistics.mean(vals):.1f} ± {std:.1f}"
-
-
-def markdown(rows: list[dict[str, Any]]) -> str:
-    sets = [s for s in ("validation", "long") if all(s in r["scores"] for r in rows)]
-    head = [f"{s}: {f}" for s in sets for f in (FIGURES if s == "validation" else FIGURES[:1] + FIGURES[4:5])]
-    lines = ["| decoding | seeds | " + " | ".join(head) + " |", "| --- | --- | " + " | ".join("---" for _ in head) + " |"]
-    for variant in dict.fromkeys(r["variant"] for r in rows):
-        mine = [r for r in rows if r["variant"] == variant]
-        cells = [_mean_std([r["scores"][s][f] for r in mine])
-                 for s in sets for f in (FIGURES if s == "validation" else FIGURES[:1] + FIGURES[4:5])]
-        lines.append(f"| {variant} | {','.join(r['seed'] for r in mine)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,7 +119,7 @@ def run_study(a: argparse.Namespace) -> int:
             v = scores["validation"]
             print(f"{variant} | seed {seed}: average mAP {v['average_mAP']:.1f}, @0.75 {v['mAP@0.75']:.1f}, "
                   f"labels {v['label_accuracy']:.1f} % ({time.perf_counter() - t0:.0f} s)", flush=True)
-    table = markdown(rows)
+    table = markdown_table(rows)
     print(table)
     if a.out:
         Path(a.out).write_text(json.dumps({"rows": rows, "markdown": table}, indent=1))
