@@ -298,7 +298,9 @@ def prepare(features: Path, annotations: Path, work: Path, limit_train: int | No
 def peer_config(data: dict[str, Any], args: argparse.Namespace, subsets: tuple[str, str],
                 output_folder: Path) -> dict[str, Any]:
     """configs/thumos_i3d.yaml of the reference code with the issue's settings."""
+    seed = {} if args.seed is None else {"init_rand_seed": args.seed}  # else the peer's default, 1234567891
     return {
+        **seed,
         "dataset_name": "thumos",
         "train_split": [subsets[0]],
         "val_split": [subsets[1]],
@@ -419,6 +421,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None, help="cosine epochs after warm-up (default 15; quick 1)")
     p.add_argument("--warmup-epochs", type=int, default=None, help="linear warm-up epochs (default 3; quick 1)")
     p.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads for the peer (default 1)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="the peer's init_rand_seed (default: its own, 1234567891): a second draw of the peer")
     p.add_argument("--lr", type=float, default=1e-4, help="learning rate (default 1e-4)")
     p.add_argument("--batch-size", type=int, default=2, help="training batch size (default 2)")
     p.add_argument("--max-seq-len", type=int, default=256, help="training window in features (default 256)")
@@ -537,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
                  "entry_points": ["actionformer.train:main", "actionformer.eval:main --saveonly"]},
         "command": shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(argv),
         "quick": args.quick,
+        "seed": cfg.get("init_rand_seed", "the peer's default (1234567891)"),
         "reused_from": str(args.reuse) if args.reuse else None,  # scored only, trained by that run
         "features": str(args.features), "annotations": str(args.annotations),
         "feature_kind": data["feature_kind"], "input_dim": data["input_dim"],

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from ablation_seeds import quick_dataset  # noqa: E402
-from peer_actionformer import ALL_SUBSETS, prepare, reused_run  # noqa: E402
+from peer_actionformer import ALL_SUBSETS, parse_args, peer_config, prepare, reused_run  # noqa: E402
 
 TRAINED_CLASSES = ["bounce", "orbit", "pulse", "spin", "sway"]  # a training run's ids: sorted names
 
@@ -55,3 +55,12 @@ def test_reused_run_gives_its_final_checkpoint_and_classes_in_id_order(tmp_path:
         reused_run(tmp_path / "bad")
     with pytest.raises(SystemExit, match="not a finished run of this script"):
         reused_run(tmp_path / "absent")
+
+
+def test_seed_reaches_the_peer_config_and_its_default_is_the_peers_own(tmp_path: Path) -> None:
+    features, ann = quick_dataset(tmp_path / "set")
+    data = prepare(features, ann, tmp_path / "work", None, None, ("training", "validation"), None)
+    default = peer_config(data, parse_args([]), ("training", "validation"), tmp_path / "ckpt")
+    assert "init_rand_seed" not in default  # the reference code's own default seed applies
+    seeded = peer_config(data, parse_args(["--seed", "7"]), ("training", "validation"), tmp_path / "ckpt")
+    assert seeded["init_rand_seed"] == 7 and seeded["opt"] == default["opt"]
