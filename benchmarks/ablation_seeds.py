@@ -54,7 +54,7 @@ VARIANTS: dict[str, dict] = {
     "wide": {"model": {"channels": 128, "head_hidden": 128}},
     # sampling: every anchor of every level trained (the paper samples r_i of them)
     "sample-all": {"train": {"sample_ratios": [1.0, 1.0, 1.0]}},
-    # label assignment: Offset-ASP's positives at tIoU > 0.7 (the paper: 0.9)
+    # label assignment: positives at tIoU > 0.7 (IoU-ASP eq. 4, Offset-ASP, the anchor classes; the paper: 0.9)
     "positive-0.7": {"train": {"positive_iou": 0.7}},
     # the peer's weight averaging: EMA of the weights, decay 0.999 as ActionFormer (train.ema_decay)
     "ema": {"train": {"ema_decay": 0.999}},
