@@ -56,6 +56,9 @@ VARIANTS: dict[str, dict] = {
     "sample-all": {"train": {"sample_ratios": [1.0, 1.0, 1.0]}},
     # label assignment: positives at tIoU > 0.7 (IoU-ASP eq. 4, Offset-ASP, the anchor classes; the paper: 0.9)
     "positive-0.7": {"train": {"positive_iou": 0.7}},
+    # label assignment: the paper's 0.9, plus each ground truth that no anchor reaches at 0.9 (short
+    # actions between snippet edges) gets its best anchors as positives (train.best_match)
+    "best-match": {"train": {"best_match": True}},
     # the peer's weight averaging: EMA of the weights, decay 0.999 as ActionFormer (train.ema_decay)
     "ema": {"train": {"ema_decay": 0.999}},
     # a shorter average: over 1800 steps a 0.999 EMA still keeps ~16 % of its weight on the first

@@ -105,6 +105,10 @@ class TrainConfig:
     generalization_epochs: int = 1
     sample_ratios: list[float] = field(default_factory=lambda: [0.5, 0.4, 0.9])
     positive_iou: float = 0.9
+    # Ground truths that no anchor reaches at tIoU > positive_iou (short actions: anchors are
+    # whole snippets) get their best anchors as positives too (engine/training/labels.py).
+    # The paper is silent on such ground truths; false keeps its rule alone.
+    best_match: bool = False
     lambda1: float = 5.0
     lambda2: float = 10.0
     weight_decay: float = 0.0

@@ -236,7 +236,8 @@ class WindowDataset(Dataset):
             s = self.samples[index]
             self._targets[index] = assign_window(
                 s.segments, s.labels, self.cfg.level_lengths(), self.cfg.max_durations(),
-                self.cfg.data.num_classes, self.cfg.train.positive_iou, window=self.cfg.data.window)
+                self.cfg.data.num_classes, self.cfg.train.positive_iou, window=self.cfg.data.window,
+                best_match=self.cfg.train.best_match)
         return self._targets[index]
 
     def __len__(self) -> int:
@@ -274,7 +275,8 @@ class WindowDataset(Dataset):
         if moved is None:
             return self.window_features(self.samples[index]), self.targets(index), index
         targets = assign_window(moved.segments, moved.labels, self.cfg.level_lengths(), self.cfg.max_durations(),
-                                self.cfg.data.num_classes, self.cfg.train.positive_iou, window=self.cfg.data.window)
+                                self.cfg.data.num_classes, self.cfg.train.positive_iou, window=self.cfg.data.window,
+                                best_match=self.cfg.train.best_match)
         return self.window_features(moved), targets, index
 
 

@@ -19,6 +19,18 @@ the full-resolution window [0, W] are scaled by L_i / W, then:
   segment, i.e. c = s + (d + 1) / 2 and length d + 1. Decoding (eq. 9) must
   invert with the same c and length. Filled for every valid cell when there is
   a ground truth; only ``offset_mask`` cells (tIoU > positive_iou) are trained.
+* ``matched`` ([D_i, L_i], bool; ``best_match``, off by default): for each ground
+  truth that no cell of the level reaches at tIoU > ``positive_iou``, its best
+  cells (tIoU within 1e-9 of its maximum, if that maximum is >= ``MATCH_MIN_IOU``)
+  are positives too (``offset_mask`` includes them; the loss adds them to eq. 4's
+  positives). Why: anchors are whole snippets, so an action of l snippets whose
+  ends fall between snippet edges is reached at best at about l / (l + 1) tIoU;
+  with the paper's 0.9 an action under ~9 snippets (3 s here) often has no
+  positive anchor at all and IoU-ASP learns to score every anchor on it low
+  (28 % of the synthetic benchmark's training actions). The paper is silent on
+  ground truths its threshold never reaches; this is the "each ground truth's
+  best anchor is positive" rule of Faster R-CNN's RPN and SSD. Positives the
+  paper defines are unchanged.
 * ``classes`` ([D_i, L_i], long): class of the best ground truth where
   tIoU >= ``class_iou`` (choice: 0.5, the usual "this anchor is that action"
   threshold of two-stage detectors; the paper uses an external classifier and
@@ -42,10 +54,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["LevelTargets", "assign_level", "assign_window", "BOUNDARY_RADIUS", "CLASS_IOU"]
+__all__ = ["LevelTargets", "assign_level", "assign_window", "BOUNDARY_RADIUS", "CLASS_IOU", "MATCH_MIN_IOU"]
 
 BOUNDARY_RADIUS = 1.5  # half-width of R_s / R_e in snippets of the level (paper sec. 3.5)
 CLASS_IOU = 0.5  # choice: min tIoU for a cell to carry its ground truth's class
+# best_match: a ground truth's best cells become positives only if they overlap it at least this
+# much (the class threshold): on a coarse level a short action's best cell can be mostly background.
+MATCH_MIN_IOU = CLASS_IOU
 
 
 @dataclass
@@ -57,8 +72,9 @@ class LevelTargets:
     iou: torch.Tensor  # G_IoU [D, L] float32, 0 on invalid cells
     cent: torch.Tensor  # G_cent [D, L] float32 (eq. 2, Δc)
     dura: torch.Tensor  # G_dura [D, L] float32 (eq. 2, Δd)
-    offset_mask: torch.Tensor  # [D, L] bool: tIoU > positive_iou, where Offset-ASP is trained
+    offset_mask: torch.Tensor  # [D, L] bool: tIoU > positive_iou or matched, where Offset-ASP is trained
     classes: torch.Tensor  # [D, L] long: class id, num_classes = background
+    matched: torch.Tensor  # [D, L] bool: best cells of ground truths no cell reaches (best_match)
 
     @property
     def length(self) -> int:
@@ -70,7 +86,7 @@ class LevelTargets:
 
     def to(self, device: torch.device | str) -> "LevelTargets":
         return LevelTargets(*(getattr(self, f).to(device) for f in
-                              ("start", "end", "iou", "cent", "dura", "offset_mask", "classes")))
+                              ("start", "end", "iou", "cent", "dura", "offset_mask", "classes", "matched")))
 
 
 def _as_segments(gt_segments: object) -> torch.Tensor:
@@ -103,7 +119,8 @@ def _boundary_labels(points: torch.Tensor, length: int, radius: float) -> torch.
 
 def assign_level(gt_segments: object, gt_labels: object | None, window: int, length: int,
                  max_duration: int | None = None, num_classes: int = 1, positive_iou: float = 0.9,
-                 class_iou: float = CLASS_IOU, boundary_radius: float = BOUNDARY_RADIUS) -> LevelTargets:
+                 class_iou: float = CLASS_IOU, boundary_radius: float = BOUNDARY_RADIUS,
+                 best_match: bool = False) -> LevelTargets:
     """Targets of one level (paper sec. 3.5; offsets eq. 1-2).
 
     ``gt_segments``: [G, 2] (start, end) in snippet units of the full window
@@ -131,7 +148,8 @@ def assign_level(gt_segments: object, gt_labels: object | None, window: int, len
     if seg.shape[0] == 0:
         zeros = torch.zeros(dmax, length, dtype=torch.float32)
         return LevelTargets(start, end, zeros, zeros.clone(), zeros.clone(),
-                            torch.zeros(dmax, length, dtype=torch.bool), background)
+                            torch.zeros(dmax, length, dtype=torch.bool), background,
+                            torch.zeros(dmax, length, dtype=torch.bool))
 
     cell_len = d + 1
     seg_e = s + cell_len  # cell (d, s) covers [s, s + d + 1)
@@ -139,12 +157,19 @@ def assign_level(gt_segments: object, gt_labels: object | None, window: int, len
     # than one [N, G] broadcast for 256-long windows.
     best = torch.zeros_like(s)
     arg = torch.zeros(s.shape, dtype=torch.long)
+    matched = torch.zeros(s.shape, dtype=torch.bool)
     for g, (ag, bg) in enumerate(zip(a.tolist(), b.tolist())):
         inter = (seg_e.clamp(max=bg) - s.clamp(min=ag)).clamp_(min=0)
         tiou = inter / (cell_len + (bg - ag) - inter)  # union >= cell length >= 1, never 0
         better = tiou > best  # strict: ties keep the first ground truth
         best = torch.where(better, tiou, best)
         arg.masked_fill_(better, g)
+        if best_match and tiou.numel():
+            top = float(tiou.max())
+            if MATCH_MIN_IOU <= top <= positive_iou:  # unreached by the paper's rule
+                matched |= tiou >= top - 1e-9
+    # A matched cell's offsets are against its best ground truth, which is the one it was
+    # matched to: tIoU >= 0.5 with one of two disjoint segments leaves < 0.5 for the other.
 
     # eq. 1-2 against the best ground truth; its length > 0 so log is finite
     cent = (((a + b) / 2)[arg] - (s + cell_len / 2)) / cell_len
@@ -156,16 +181,16 @@ def assign_level(gt_segments: object, gt_labels: object | None, window: int, len
         return out
 
     iou_map = scatter(best.to(torch.float32))
-    mask = scatter(best > positive_iou, False)
+    mask = scatter((best > positive_iou) | matched, False)
     classes = scatter(torch.where(best >= class_iou, lab[arg], num_classes), num_classes)
     return LevelTargets(start, end, iou_map, scatter(cent.to(torch.float32)),
-                        scatter(dura.to(torch.float32)), mask, classes)
+                        scatter(dura.to(torch.float32)), mask, classes, scatter(matched, False))
 
 
 def assign_window(gt_segments: object, gt_labels: object | None, level_lengths: Sequence[int],
                   max_durations: Sequence[int] | None = None, num_classes: int = 1,
                   positive_iou: float = 0.9, class_iou: float = CLASS_IOU,
-                  window: int | None = None) -> list[LevelTargets]:
+                  window: int | None = None, best_match: bool = False) -> list[LevelTargets]:
     """Targets of one window on every level (sec. 3.5).
 
     ``window`` (full-resolution length W, the unit of ``gt_segments``) defaults
@@ -175,5 +200,6 @@ def assign_window(gt_segments: object, gt_labels: object | None, level_lengths: 
     durs = list(level_lengths) if max_durations is None else list(max_durations)
     if len(durs) != len(level_lengths):
         raise ValueError(f"{len(durs)} max_durations for {len(level_lengths)} levels")
-    return [assign_level(gt_segments, gt_labels, w, length, dur, num_classes, positive_iou, class_iou)
+    return [assign_level(gt_segments, gt_labels, w, length, dur, num_classes, positive_iou, class_iou,
+                         best_match=best_match)
             for length, dur in zip(level_lengths, durs)]

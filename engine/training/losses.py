@@ -23,7 +23,8 @@ Choices where the paper is silent:
   so this pulls M_reg toward 0; ``train.reg_loss: balanced`` is BMN/G-TAD's
   balance instead (:func:`balanced_l2`, not in the paper).
 * L_1 (eq. 7): Smooth L1 with beta = 1 (PyTorch's default), averaged over the
-  sampled anchors with tIoU > positive_iou; 0 (finite, with a zero gradient)
+  sampled anchors with tIoU > positive_iou (plus, with ``train.best_match``, the
+  best anchors of ground truths no anchor reaches that far: eq. 4 positives too); 0 (finite, with a zero gradient)
   when there are none.
 * Class loss (beyond the paper, which uses an external classifier): cross-
   entropy over num_classes + 1 logits (background last) on all sampled
@@ -51,15 +52,19 @@ REG_LOW = 0.3
 RegLoss = Literal["paper", "balanced"]
 
 
-def reweighted_bce(prob: torch.Tensor, target: torch.Tensor, threshold: float, eps: float = EPS) -> torch.Tensor:
+def reweighted_bce(prob: torch.Tensor, target: torch.Tensor, threshold: float, eps: float = EPS,
+                   extra_positives: torch.Tensor | None = None) -> torch.Tensor:
     """Re-weighted binary cross-entropy, eq. 3 (threshold 0.5) and eq. 4 (threshold 0.9).
 
     -(1/L) sum(L/T+ * pos * log p + L/T- * neg * log(1-p)) over all elements,
-    positives ``target > threshold``. = mean over positives of -log p + mean over
+    positives ``target > threshold`` (or ``extra_positives``, e.g. best-matched anchors of
+    ``train.best_match``). = mean over positives of -log p + mean over
     negatives of -log(1 - p). An empty set (T+ = 0 or T- = 0) contributes 0
     instead of an infinite weight, leaving the other term's plain mean.
     """
     pos = target > threshold
+    if extra_positives is not None:
+        pos = pos | extra_positives
     neg = ~pos
     log_p = torch.log(prob.clamp(min=eps))
     log_q = torch.log((1 - prob).clamp(min=eps))
@@ -97,12 +102,15 @@ def balanced_l2(reg: torch.Tensor, g_iou: torch.Tensor, high: float = REG_HIGH,
 
 
 def iou_loss(cls: torch.Tensor, reg: torch.Tensor, g_iou: torch.Tensor, positive_iou: float = 0.9,
-             eps: float = EPS, reg_loss: RegLoss = "paper") -> tuple[torch.Tensor, torch.Tensor]:
+             eps: float = EPS, reg_loss: RegLoss = "paper",
+             matched: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The two parts of L_IoU, eq. 6: (L_asp of eq. 4 on cls, L_2 on reg); caller applies lambda1.
 
     ``reg_loss``: "paper" = MSE over all given anchors; "balanced" = :func:`balanced_l2`.
+    ``matched``: anchors that are eq. 4 positives below ``positive_iou`` (``train.best_match``);
+    M_reg still regresses their true tIoU.
     """
-    asp = reweighted_bce(cls, g_iou, positive_iou, eps)
+    asp = reweighted_bce(cls, g_iou, positive_iou, eps, matched)
     if reg_loss == "balanced":
         l2 = balanced_l2(reg, g_iou)
     elif reg_loss == "paper":
@@ -183,10 +191,12 @@ def menet_loss(level_outputs: Sequence[LevelOutput], targets: Sequence[Sequence[
             g_cent = gather_cells(torch.stack([t.cent for t in tg]).to(device), level_cells)
             g_dura = gather_cells(torch.stack([t.dura for t in tg]).to(device), level_cells)
             # Offsets are trained where tIoU > positive_iou (sec. 3.5), recomputed from
-            # G_IoU so the loss's positive_iou is the one that counts.
-            mask = g_iou > positive_iou
+            # G_IoU so the loss's positive_iou is the one that counts, and on the best-matched
+            # anchors of ground truths that threshold never reaches (train.best_match).
+            matched = gather_cells(torch.stack([t.matched for t in tg]).to(device), level_cells)
+            mask = (g_iou > positive_iou) | matched
             g_cls = gather_cells(torch.stack([t.classes for t in tg]).to(device), level_cells)
-            asp, reg = iou_loss(a.cls, a.reg, g_iou, positive_iou, eps, reg_loss)
+            asp, reg = iou_loss(a.cls, a.reg, g_iou, positive_iou, eps, reg_loss, matched)
             off = offset_loss(a.cent, a.dura, g_cent, g_dura, mask)
             cls = class_loss(a.class_logits, g_cls)
             level_total = level_total + asp + lambda1 * reg + lambda2 * off + cls_weight * cls
