@@ -25,6 +25,7 @@ from engine.online import StreamWindower, Window, WindowLayout
 from engine.runtime.split import EngineStages
 
 from . import protocol as P
+from .drain import DrainWatch
 from .metrics import Metrics
 from .worker import receive_valid
 from .settings import StreamConfig, runtime_choice
@@ -427,15 +428,21 @@ def engine_main(cfg: StreamConfig, checkpoint: str | None, snippet_endpoint: str
     core.flush_all("stopped")
     core.outbox.append(P.encode(P.make_header(P.STOP, core.seq(), reason="engine stopped")))
     draining_since = time.monotonic()
-    t0 = time.monotonic()
-    while core.outbox and time.monotonic() - t0 < cfg.stream.supervisor.shutdown_timeout_s:
+    sup = cfg.stream.supervisor
+    # gives up only once the detector has taken no window for shutdown_timeout_s (stream.drain)
+    watch = DrainWatch(sup.shutdown_timeout_s, sup.shutdown_max_s)
+    while core.outbox and not watch.expired():
         try:
-            push.send_multipart(core.outbox[0], copy=False)
+            push.send_multipart(core.outbox[0], copy=False)  # blocks up to SNDTIMEO while the pipe is full
             core.outbox.pop(0)
+            watch.progress()
         except zmq.Again:
             pass
+    if core.outbox:
+        log.error("engine: %d windows (and the stop) not sent: the detector takes none, %s",
+                  len(core.outbox), watch.why())
     log.info("engine: flushed; waiting for the detector to finish")
-    shell.linger_until_released("engine", cfg.stream.supervisor.shutdown_timeout_s + 10)
+    shell.linger_until_released("engine", sup.shutdown_max_s + 10)
     log.info("engine: stopped")
     shell.close()
     sys.exit(0)

@@ -364,7 +364,7 @@ def grabber_main(cfg: StreamConfig, stream_id: str, uri: str, endpoint: str, met
                                  "snippets": grabber.sent, "dropped": grabber.dropped,
                                  "status": "ok" if time.time() - shell.metrics.last_activity < 30 else "degraded"})
     code = 0
-    linger_s = cfg.stream.supervisor.shutdown_timeout_s + 10
+    linger_s = cfg.stream.supervisor.shutdown_max_s + 10  # the stop may wait that long for the pipeline
     if source.live:
         # a live camera does not wait: snippets sent while the engine loads would pile up and be dropped,
         # so capture starts once the engine is there to take them (files wait anyway: their sends block)

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .drain import DrainWatch
 from .settings import StreamConfig
 
 log = logging.getLogger(__name__)
@@ -129,14 +130,16 @@ def run_grabbers(cfg: StreamConfig, sources: list[tuple[str, str]], engines: lis
     for c in children:
         if c.proc is not None and c.proc.is_alive():
             c.proc.terminate()  # SIGTERM: the grabber ends its stream (EOS) and exits
-    deadline = time.monotonic() + sup.shutdown_timeout_s
-    for c in children:
-        if c.proc is not None:
-            c.proc.join(max(0.0, deadline - time.monotonic()))
-            if c.proc.is_alive():
-                log.error("grabber:%s did not stop in %.0f s; killing it", c.stream_id, sup.shutdown_timeout_s)
-                c.proc.kill()
-                c.proc.join(5)
+    # a grabber flushing into a busy engine is waited for while it works (stream.drain)
+    watch = DrainWatch(sup.shutdown_timeout_s, sup.shutdown_max_s)
+    running = [c for c in children if c.proc is not None]
+    while any(c.proc.is_alive() for c in running) and not watch.expired(c.proc.pid for c in running):
+        time.sleep(0.05)
+    for c in running:
+        if c.proc.is_alive():
+            log.error("grabber:%s did not stop: %s; killing it", c.stream_id, watch.why())
+            c.proc.kill()
+        c.proc.join(5)
     return 1 if failed else 0
 
 

@@ -102,7 +102,10 @@ class SourceSettings:
 class SupervisorSettings:
     restart_min_s: float = 1.0  # crashed-worker restart backoff, doubling up to restart_max_s
     restart_max_s: float = 30.0
-    shutdown_timeout_s: float = 30.0  # wait this long for the flush on SIGINT/SIGTERM
+    # a stop kills a stage only after this long without progress (CPU time used, a message sent) ...
+    shutdown_timeout_s: float = 30.0
+    # ... or after this long in all, however busy it is (stream/drain.py)
+    shutdown_max_s: float = 600.0
 
 
 @dataclass
@@ -177,6 +180,8 @@ def check_stream_settings(s: StreamSettings, check: Callable[[bool, str, str], N
     for key in ("restart_min_s", "shutdown_timeout_s"):
         check(getattr(sup, key) > 0, f"stream.supervisor.{key}", f"must be > 0, got {getattr(sup, key)}")
     check(sup.restart_max_s >= sup.restart_min_s, "stream.supervisor.restart_max_s", "must be >= restart_min_s")
+    check(sup.shutdown_max_s >= sup.shutdown_timeout_s, "stream.supervisor.shutdown_max_s",
+          f"must be >= shutdown_timeout_s ({sup.shutdown_timeout_s:g}), got {sup.shutdown_max_s:g}")
     check(t.control_endpoint is None or t.control_endpoint.startswith(("ipc://", "tcp://")),
           "stream.transport.control_endpoint",
           f"must be an ipc:// or tcp:// endpoint (other processes connect to it), got {t.control_endpoint!r}")

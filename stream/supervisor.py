@@ -19,7 +19,9 @@ Stop: when every grabber has finished (files) or on SIGINT/SIGTERM, grabbers get
 SIGTERM and flush (their last snippets and EOS), then the engine gets a ``stop``
 message: it drains its queue, flushes each stream's last partial window and
 passes ``stop`` to the detector, which flushes its mergers and publishes the last
-events. Anything still running after ``stream.supervisor.shutdown_timeout_s`` is killed.
+events. A stage is killed only once it has made no progress (used no CPU, published
+nothing) for ``stream.supervisor.shutdown_timeout_s``, or after ``stream.supervisor.shutdown_max_s``
+in all (:mod:`stream.drain`): a detector working through a backlog finishes it.
 
 Runtime sources (:mod:`stream.control`, ``menet sources``): a REP socket on
 ``stream.transport.control_endpoint`` takes ``add`` / ``remove`` / ``list`` requests between
@@ -55,6 +57,7 @@ from .settings import StreamConfig
 from . import protocol as P
 from .control import ControlError, encode, make_reply, parse_request
 from .detector_worker import detector_main
+from .drain import DrainWatch
 from .engine_worker import engine_main
 from .grabber import grabber_main
 from .metrics import Metrics
@@ -151,6 +154,7 @@ class Supervisor:
         self._state_sent = 0.0
         self._eos_sub: Any = None  # follows the detector's published `eos`: which streams have ended
         self._ended_streams: set[tuple[str, int]] = set()  # (stream id, instance)
+        self._heard = 0  # messages received from the detector: a stop counts them as its progress
         self._ctl: Any = None  # control REP socket (stream.control)
         self._pending: _PendingAdd | _PendingRemove | None = None  # the control request being served
         self._probe_pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -546,6 +550,7 @@ class Supervisor:
                 frames = self._eos_sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            self._heard += 1
             try:
                 msg = P.decode(frames, with_topic=True)
             except P.ProtocolError as exc:
@@ -583,7 +588,7 @@ class Supervisor:
     def _supervise(self) -> bool:
         failed = False
         s = self.cfg.stream.supervisor
-        all_done_at: float | None = None
+        all_done: DrainWatch | None = None  # set once every grabber has finished
         while not self.stop_requested:
             now = time.monotonic()
             self._follow_detector()
@@ -631,33 +636,48 @@ class Supervisor:
             if grabbers and all(w.finished and not w.removing for w in grabbers):
                 # wait (bounded) until the detector has published the end of every file stream, so a
                 # core worker that dies meanwhile is still restarted and the streams replayed
-                all_done_at = all_done_at or now
+                all_done = all_done or self._drain_watch()
                 files = [w for w in grabbers if not w.restart and not w.failed]
-                if all(self._ended(w) for w in files) or now - all_done_at > s.shutdown_timeout_s:
+                if all(self._ended(w) for w in files):
                     log.info("every source has ended")
                     break
+                if self._drain_expired(all_done, [w for w in self.workers if w.role != "grabber"]):
+                    log.warning("every source has finished, but the detector has not published the end of "
+                                "every file stream: %s; stopping", all_done.why())
+                    break
             else:
-                all_done_at = None
+                all_done = None
             self._reap_retired()
             if time.monotonic() - self._state_sent > 0.2:
                 self._publish_state()
             self._control_step(0.1)
         return failed
 
-    def _wait_publishing(self, workers: list[Worker], deadline: float) -> None:
-        """:meth:`_wait` while the state keeps going out (the workers wait for their release in it)."""
-        while any(w.proc is not None and w.proc.is_alive() for w in workers) and time.monotonic() < deadline:
+    def _drain_watch(self) -> DrainWatch:
+        s = self.cfg.stream.supervisor
+        watch = DrainWatch(s.shutdown_timeout_s, s.shutdown_max_s)
+        watch.observe(self._heard)
+        return watch
+
+    def _drain_expired(self, watch: DrainWatch, workers: list[Worker]) -> bool:
+        """Whether to stop waiting for ``workers``: no progress (CPU time, a message from the detector)
+        for shutdown_timeout_s, or shutdown_max_s in all."""
+        self._follow_detector()
+        watch.observe(self._heard)
+        return watch.expired(w.proc.pid for w in workers if w.proc is not None and w.proc.is_alive())
+
+    def _alive(self, workers: list[Worker]) -> bool:
+        return any(w.proc is not None and w.proc.is_alive() for w in workers)
+
+    def _wait(self, workers: list[Worker], watch: DrainWatch) -> None:
+        """Wait for ``workers`` to exit (the state keeps going out: workers wait for their release in it);
+        kill those still running once ``watch`` expires."""
+        while self._alive(workers) and not self._drain_expired(watch, workers):
             self._publish_state()
             time.sleep(0.05)
-        self._wait(workers, deadline)
-
-    def _wait(self, workers: list[Worker], deadline: float) -> None:
         for w in workers:
-            if w.proc is None:
-                continue
-            w.proc.join(max(0.0, deadline - time.monotonic()))
-            if w.proc.is_alive():
-                log.warning("%s did not stop in time; killing it", w.name)
+            if w.proc is not None and w.proc.is_alive():
+                log.warning("%s did not stop: %s; killing it", w.name, watch.why())
                 w.proc.kill()
                 w.proc.join(5)
 
@@ -666,32 +686,37 @@ class Supervisor:
 
         Each sender keeps its socket open until the next stage has finished (see
         :meth:`stream.worker.WorkerShell.linger_until_released`), so nothing queued is lost."""
-        s = self.cfg.stream.supervisor
-        deadline = time.monotonic() + s.shutdown_timeout_s
+        watch = self._drain_watch()
         grabbers = [w for w in self.workers if w.role == "grabber"]
         for w in grabbers:
             if w.proc is not None and w.proc.is_alive() and not self._ended(w):
                 w.proc.terminate()  # SIGTERM: flush the last snippets, send EOS
-        for w in grabbers:
-            while w.proc is not None and w.proc.is_alive() and not self._ended(w) and time.monotonic() < deadline:
-                self._publish_state()
-                time.sleep(0.05)
         engine = next(w for w in self.workers if w.role == "engine")
         detector = next(w for w in self.workers if w.role == "detector")
+        # the whole pipeline's progress counts: a grabber's EOS waits behind the engine's and detector's backlog
+        pipeline = grabbers + [engine, detector]
+        for w in grabbers:
+            while w.proc is not None and w.proc.is_alive() and not self._ended(w) \
+                    and not self._drain_expired(watch, pipeline):
+                self._publish_state()
+                time.sleep(0.05)
         if engine.proc is not None and engine.proc.is_alive():
             self._send(P.make_header(P.STOP, 0, reason="supervisor stop"))
             # the detector exits once it has handled the engine's stop (and published the last events)
             while detector.proc is not None and detector.proc.is_alive() and engine.proc.is_alive() \
-                    and time.monotonic() < deadline:
+                    and not self._drain_expired(watch, [engine, detector]):
                 time.sleep(0.05)
         if detector.proc is not None and detector.proc.is_alive():
             if engine.proc is None or not engine.proc.is_alive():
                 log.warning("engine not running at shutdown; stopping the detector directly")
             detector.proc.terminate()  # SIGTERM: flush its mergers and publish
-        self._wait([detector], deadline)
+        self._wait([detector], watch)
         for w in self.workers:
             self._release(w)
-        self._wait_publishing([engine] + grabbers + [w for w, _ in self._retired], deadline + 5)
+        # released, they only close their sockets: a fresh wait
+        idle = self.cfg.stream.supervisor.shutdown_timeout_s
+        rest = DrainWatch(idle, idle + 5)
+        self._wait([engine] + grabbers + [w for w, _ in self._retired], rest)
         self._retired.clear()
         for w in self.workers:
             self.metrics.up.labels(w.name).set(0)

@@ -68,22 +68,22 @@ def _log_time(line: str) -> float:
 
 READY = {"engine": "engine: snippets on", "detector": "detector: windows from"}
 
-# The stop grace of these runs. Their detector has random weights: flat boundary curves make
-# nearly every snippet a candidate, so each window decodes at the pair cap's worst case, and a
-# 300-s file sent again from snippet 0 leaves the detector a backlog that takes longer than the
-# default 30 s to drain on a 2-core host (seen on a quiet CI-sized machine: killed at shutdown
-# with the last events unpublished). These tests are about recovery and back-pressure, not
-# about stop latency, so they give the drain 120 s.
+# The stop's idle limit in these runs: below the 30-s default on purpose. Their detector has random
+# weights: flat boundary curves make nearly every snippet a candidate, so each window decodes at the
+# pair cap's worst case, and a 300-s file sent again from snippet 0 leaves the detector a backlog that
+# takes longer than 30 s to drain on a 2-core host. A fixed 30-s budget killed it with its last events
+# unpublished (seen on a quiet CI-sized machine). The stop now waits while the detector works
+# (stream/drain.py): with an idle limit of 15 s every event must still arrive.
 DRAIN = """extends: {base}
 stream:
   supervisor:
-    shutdown_timeout_s: 120.0
+    shutdown_timeout_s: 15.0
 """
 
 
 @pytest.fixture(scope="module")
 def drain_setup(stream_setup, tmp_path_factory) -> dict:
-    """``stream_setup`` with the longer stop grace of :data:`DRAIN` (same checkpoint)."""
+    """``stream_setup`` with the short stop idle limit of :data:`DRAIN` (same checkpoint)."""
     cfg_path = tmp_path_factory.mktemp("drain") / "drain.yaml"
     cfg_path.write_text(DRAIN.format(base=stream_setup["cfg_path"]))
     return {**stream_setup, "cfg_path": cfg_path}
@@ -101,7 +101,7 @@ def test_worker_sigkill_mid_file_loses_and_duplicates_nothing(drain_setup, tmp_p
         time.sleep(1.5)
         t_kill = time.time()
         os.kill(_pid(run, worker), signal.SIGKILL)
-        run.collect({"cam"}, timeout=400)  # the replay's drain can take minutes on 2 busy cores (DRAIN)
+        run.collect({"cam"}, timeout=400)  # the replay's drain can take minutes on 2 busy cores
         assert run.wait() == 0, run.output()
     finally:
         run.close()
@@ -110,11 +110,15 @@ def test_worker_sigkill_mid_file_loses_and_duplicates_nothing(drain_setup, tmp_p
     ready = [_log_time(ln) for ln in out.splitlines() if READY[worker] in ln]
     assert len(ready) == 2, out
     n_events = _compare(run, cfg, offline)  # asserts the full offline set arrived: nothing lost
+    stamped = [ln for ln in out.splitlines() if re.match(r"\d{4}-\d\d-\d\d ", ln)]
+    sent = [_log_time(ln) for ln in stamped if "grabber:cam finished" in ln]
+    drain = f"{_log_time(stamped[-1]) - sent[-1]:.0f} s" if sent else "?"
     record("fault", f"{worker} worker SIGKILL mid-stream", source="file (300 s, 750 snippets)", survived=True,
            recovery_s=round(ready[1] - t_kill, 2), events_lost=0, duplicates=run.sub.duplicates,
            notes=f"file replayed from snippet 0 (epoch 1); {n_events} events = offline after dedup by event_id "
                  f"({run.sub.duplicates} repeats dropped by the subscriber); recovery = kill to the restarted "
-                 "worker ready (1 s backoff + model load)")
+                 f"worker ready (1 s backoff + model load); the run ended {drain} after the file's last snippet "
+                 "was sent (the detector's backlog; stop idle limit 15 s)")
 
 
 # ---------------------------------------------------------------- SIGKILL after events went out (lag merge)
@@ -123,7 +127,7 @@ def test_worker_sigkill_mid_file_loses_and_duplicates_nothing(drain_setup, tmp_p
 LAG_FILE = """extends: {base}
 stream:
   supervisor:
-    shutdown_timeout_s: 120.0
+    shutdown_timeout_s: 15.0  # as DRAIN: the stop waits while the detector works
   detector:
     merge: lag
     max_lag_s: 2.0
@@ -300,6 +304,51 @@ def test_subscriber_that_stops_reading_does_not_stall_the_pipeline(drain_setup, 
            survived=True, recovery_s=None, events_lost=0, duplicates=0,
            notes=f"pipeline finished in {elapsed:.0f} s; {n} events to the live subscriber; detector RSS "
                  f"{samples[0]:.0f} -> {max(samples):.0f} MB (PUB drops at HWM for the stuck one)")
+
+
+# ---------------------------------------------------------------- a hung stage at stop
+
+
+HUNG = """extends: {base}
+stream:
+  supervisor:
+    shutdown_timeout_s: 3.0
+    shutdown_max_s: 600.0
+"""
+
+
+def test_hung_detector_does_not_hold_the_stop_up(stream_setup, tmp_path: Path) -> None:
+    """A stop waits while a stage works (the SIGKILL tests above), but not for a stage that has stopped
+    moving: a SIGSTOPped detector uses no CPU and publishes nothing, so it is killed once the idle
+    limit has passed, far before shutdown_max_s."""
+    cfg_path = tmp_path / "hung.yaml"
+    cfg_path.write_text(HUNG.format(base=stream_setup["cfg_path"]))
+    video = make_video(tmp_path / "v.mp4", seed=3, seconds=120.0)
+    run = Run({**stream_setup, "cfg_path": cfg_path}, tmp_path, [f"cam={video}"])
+    detector: int | None = None
+    try:
+        run.collect(set(), timeout=90, until=lambda ms: any(h.get("state") == "live" for h in ms))
+        detector = _pid(run, "detector")
+        os.kill(detector, signal.SIGSTOP)
+        t_stop = time.monotonic()
+        if run.proc.poll() is None:
+            run.proc.send_signal(signal.SIGTERM)
+        run.wait(timeout=120)
+        took = time.monotonic() - t_stop
+    finally:
+        if detector is not None:
+            try:
+                os.kill(detector, signal.SIGKILL)  # never leave a stopped process behind
+            except ProcessLookupError:
+                pass
+        run.close()
+    out = run.output()
+    assert "detector did not stop: no progress for" in out, out
+    assert took < 90, f"the stop took {took:.0f} s with a hung detector (idle limit 3 s)"
+    record("fault", "detector hung (SIGSTOP) when the run is stopped", source="file (120 s)", survived=True,
+           recovery_s=None, events_lost=None, duplicates=0,
+           notes=f"SIGTERM to menet run: the hung detector was killed after the 3-s idle limit "
+                 f"(stream.supervisor.shutdown_timeout_s), the run exited {took:.0f} s after the SIGSTOP")
 
 
 # ---------------------------------------------------------------- RTSP outages

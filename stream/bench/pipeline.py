@@ -376,7 +376,8 @@ def run_streams(config: str, n: int, *, duration: float = 30.0, fps: float = 25.
         proc.send_signal(signal.SIGINT)
         t_stop = time.monotonic()
         try:
-            result["exit_status"] = proc.wait(timeout=cfg.stream.supervisor.shutdown_timeout_s + 30)
+            # menet run bounds its own stop by shutdown_max_s (stream.drain)
+            result["exit_status"] = proc.wait(timeout=cfg.stream.supervisor.shutdown_max_s + 30)
         except subprocess.TimeoutExpired:
             proc.kill()
             result["exit_status"] = proc.wait()
