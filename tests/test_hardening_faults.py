@@ -68,12 +68,13 @@ def _log_time(line: str) -> float:
 
 READY = {"engine": "engine: snippets on", "detector": "detector: windows from"}
 
-# The stop's idle limit in these runs: below the 30-s default on purpose. Their detector has random
-# weights: flat boundary curves make nearly every snippet a candidate, so each window decodes at the
-# pair cap's worst case, and a 300-s file sent again from snippet 0 leaves the detector a backlog that
-# takes longer than 30 s to drain on a 2-core host. A fixed 30-s budget killed it with its last events
-# unpublished (seen on a quiet CI-sized machine). The stop now waits while the detector works
-# (stream/drain.py): with an idle limit of 15 s every event must still arrive.
+# The stop's idle limit in these runs: half the 30-s default. Their detector has random weights: flat
+# boundary curves make nearly every snippet a candidate, so each window decodes at the pair cap's
+# worst case. With a fixed 30-s stop budget a replayed 300-s file once got its detector killed at
+# shutdown with the last events unpublished (a quiet CI-sized machine, session 11). The stop now waits
+# while the detector works (stream/drain.py; the busy-process case itself is tests/test_stream_drain.py):
+# with an idle limit of 15 s every event must still arrive. The record notes how long the run went on
+# after the file's last snippet (2-3 s on a quiet machine).
 DRAIN = """extends: {base}
 stream:
   supervisor:
