@@ -8,7 +8,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from ablation_seeds import markdown_table, summarise  # noqa: E402
+from ablation_seeds import markdown_table, short_actions_found, summarise  # noqa: E402
+from engine.evaluation.ground_truth import load_ground_truth  # noqa: E402
+from engine.evaluation.results_format import predictions_from_results  # noqa: E402
 
 
 def _row(variant: str, seed: int, average: float, at_08: float | None) -> dict:
@@ -35,3 +37,26 @@ def test_an_older_report_without_a_figure_drops_only_that_column() -> None:
     assert summary["full"]["validation mAP@0.8"] == "65.0 +- 0.0 (n=1)"
     assert "validation mAP@0.8" not in summary["ema"]
     assert summary["ema"]["validation average_mAP"] == "60.0 +- 0.0 (n=1)"
+
+
+def test_short_actions_count_only_right_label_at_the_tiou(tmp_path: Path) -> None:
+    import json
+
+    ann = {"database": {"v": {"subset": "validation", "duration": 60.0, "annotations": [
+        {"segment": [1.0, 3.0], "label": "a"},     # short, found: same label, tIoU 1.6/2.0 = 0.8
+        {"segment": [10.0, 12.0], "label": "a"},   # short, only a wrong label covers it exactly
+        {"segment": [20.0, 22.5], "label": "b"},   # short, right label but tIoU 1.5/2.5 = 0.6
+        {"segment": [30.0, 40.0], "label": "a"},   # long: not counted at all
+    ]}}}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(ann))
+    gt = load_ground_truth(str(path))
+    preds = predictions_from_results({"v": [
+        {"segment": [1.2, 2.8], "label": "a", "score": 0.01},
+        {"segment": [10.0, 12.0], "label": "b", "score": 0.9},
+        {"segment": [20.0, 21.5], "label": "b", "score": 0.9},
+        {"segment": [30.0, 40.0], "label": "a", "score": 0.9},
+    ]}, source="test")
+    assert short_actions_found(gt, preds) == (1, 3)
+    assert short_actions_found(gt, preds, tiou=0.5) == (2, 3)
+    assert short_actions_found(gt, preds, max_seconds=20.0) == (2, 4)

@@ -90,6 +90,7 @@ def test_wrong_literal(tmp_path: Path) -> None:
     ("  levels: 2\n", "", "model.scale_ranges"),
     ("  level_lengths: [128, 64]\n", "", "model.level_lengths"),
     ("", "  sigma: 0\n", "data.sigma"),
+    ("  dropout: 1.0\n", "", "model.dropout"),
 ])
 def test_impossible_values_name_the_key(tmp_path: Path, extra_model: str, extra_data: str, key: str) -> None:
     text = base_text(extra_model, extra_data).replace("  sigma: 4\n", "") if "sigma" in extra_data \

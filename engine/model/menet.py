@@ -41,6 +41,8 @@ class TemporalDetector(nn.Module):
         relation = MultiRelationEnhance if m.relation == "mrem" else ConvRelation
         self.relation = relation(in_channels, m.channels, m.relation_kernel)
         self.sfpn = ScaleFPN(m.channels, m.channels, m.levels)
+        # model.dropout: identity in eval mode, so inference, export and the online path are unchanged
+        self.dropout = nn.Dropout(m.dropout)
         self.heads = nn.ModuleList(
             [DetectorHead(m.channels, m.head_samples, m.head_hidden, cfg.data.num_classes, m.salign_context)
              for _ in range(m.levels)])
@@ -55,7 +57,7 @@ class TemporalDetector(nn.Module):
 
     def levels(self, relation_features: torch.Tensor) -> list[torch.Tensor]:
         """SFPN over MREM output: the detector worker's dense part starts here."""
-        return self.sfpn(relation_features)
+        return self.sfpn(self.dropout(relation_features))
 
     def forward(self, features: torch.Tensor,
                 anchors: list[torch.Tensor | None] | None = None,
