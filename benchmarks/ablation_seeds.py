@@ -73,6 +73,16 @@ VARIANTS: dict[str, dict] = {
     # early stopping without touching the evaluation subset: best.pt is the epoch with the best
     # class-agnostic mAP on 10 % of the training videos, held out of training (train.selection)
     "holdout": {"train": {"selection": "holdout"}},
+    # the two that localise better, together (session 14)
+    "best-match-wd-1e-4": {"train": {"best_match": True, "weight_decay": 1.0e-4}},
+    # the segment classifier on the MFE features instead of the MREM output (model.segment_input);
+    # it is trained after the frozen detector, so a run of the same recipe and seed can be reused
+    # with its labeller retrained: `menet train-labeller --input mfe` (session 14)
+    "mfe-labeller": {"model": {"segment_input": "mfe"}},
+    "best-match-mfe": {"train": {"best_match": True}, "model": {"segment_input": "mfe"}},
+    "wd-1e-4-mfe": {"train": {"weight_decay": 1.0e-4}, "model": {"segment_input": "mfe"}},
+    "best-match-wd-1e-4-mfe": {"train": {"best_match": True, "weight_decay": 1.0e-4},
+                               "model": {"segment_input": "mfe"}},
 }
 
 TIOU = np.linspace(0.5, 0.95, 10)

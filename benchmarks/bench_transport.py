@@ -128,11 +128,14 @@ def stages(config: str, repeats: int) -> list[tuple[str, str, float]]:
     rel = st.mrem(window)
     timed("SFPN + boundary heads", "window", lambda: det.detect(rel))
     levels = det.detect(rel)
-    # as the detector worker decodes: the segment classifier (if the config has one) reads the MREM output
-    relation = None if det.labeller is None else torch.from_numpy(rel[0]).to(levels[0].feature.device)
+    # as the detector worker decodes: the segment classifier (if the config has one) reads the MREM
+    # output or the MFE window (model.segment_input)
+    chosen = window[0] if cfg.model.segment_input == "mfe" else rel[0]
+    labeller_input = None if det.labeller is None else torch.from_numpy(chosen).to(levels[0].feature.device)
 
     def decode():
-        return decode_window(levels, det.heads, cfg, valid_length=d.window, labeller=det.labeller, relation=relation)
+        return decode_window(levels, det.heads, cfg, valid_length=d.window, labeller=det.labeller,
+                             labeller_input=labeller_input)
 
     timed("decode (sparse anchors, random weights)", "window", decode)
     props = decode()

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.model.segment_classifier import SegmentClassifier
     from engine.training.dataset import WindowDataset
     from engine.training.segment_classifier import (LabelledWindows, accuracy, attach_labeller, collect_windows,
-                                                     fit_classifier, jittered, relation_features)
+                                                     fit_classifier, jittered, labeller_features)
 
     store = FeatureStore(a.features)
     gt = load_ground_truth(a.annotations)
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.model.labeller != "segment":
             p.error(f"{path}: model.labeller is {cfg.model.labeller!r}, not segment")
         model = attach_labeller(ckpt, cfg)
-        features_of = lambda x: relation_features(model, x)  # noqa: E731
+        features_of = lambda x: labeller_features(model, x)  # noqa: E731
         sets = [WindowDataset(cfg, store, gt, "training", training=False, class_names=ckpt.class_names, videos=v)
                 for v in (fitted, held)]
         train, test = (collect_windows(s, features_of) for s in sets)

@@ -94,6 +94,12 @@ class ModelConfig:
     # segment classifier (engine/model/segment_classifier.py) on the SFPN levels pooled over
     # the refined proposal, trained after the detector.
     labeller: Literal["anchor", "segment"] = "anchor"
+    # What the segment classifier reads: "relation", the window's MREM output (the detector
+    # worker has it already); "mfe", the raw MFE snippet features of the window (the engine
+    # worker sends them next to the MREM output, C_feat x W float32 more per window). Measured
+    # (docs/results.md, "An MFE labeller"): the MFE features label as well on every detector
+    # draw, while the MREM output's labels move with how the detector was trained.
+    segment_input: Literal["relation", "mfe"] = "relation"
     segment_hidden: int = 128
     segment_samples: int = 8
     segment_context: float = 0.5  # surroundings on each side, fraction of the segment length

@@ -58,11 +58,14 @@ def detect_video(model: TemporalDetector, cfg: MENetConfig, feats: np.ndarray, d
     merger = StreamMerger(sps, cfg.inference, duration, proposals_only=proposals_only)
     for i in range(0, len(windows), batch_size):
         chunk = windows[i:i + batch_size]
-        relation = model.relation(torch.from_numpy(np.stack([w.features for w in chunk])))
+        x = torch.from_numpy(np.stack([w.features for w in chunk]))
+        relation = model.relation(x)
         levels = model.from_relation(relation)
+        labeller_input = model.labeller_input(x, relation)
         for b, win in enumerate(chunk):
             props = decode_window(levels, model.heads, cfg, batch_index=b, top_labels=top_labels,
-                                  valid_length=win.valid, labeller=model.labeller, relation=relation[b])
+                                  valid_length=win.valid, labeller=model.labeller,
+                                  labeller_input=labeller_input[b])
             merger.push(win.start, props)
     merger.flush()
     return merger.result()

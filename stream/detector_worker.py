@@ -82,7 +82,7 @@ class DetectorCore:
             self.stale.inc()  # a file stream's message from before a replay
             return
         if t == P.WINDOW:
-            self._window(h, msg.array(), t_in)
+            self._window(h, msg.array(), t_in, msg.window_features())
         elif t == P.EOS:
             st = self.streams.pop(h["stream"], None)
             if st is not None:
@@ -107,7 +107,8 @@ class DetectorCore:
     def _republish(self, h: dict[str, Any]) -> None:
         self.outbox.append((h["stream"], {**h, "seq": self.seq()}))
 
-    def _window(self, h: dict[str, Any], feat: np.ndarray, t_in: float) -> None:
+    def _window(self, h: dict[str, Any], feat: np.ndarray, t_in: float,
+                features: np.ndarray | None = None) -> None:
         sid = h["stream"]
         st = self.streams.get(sid)
         live = bool(h.get("live"))
@@ -138,7 +139,7 @@ class DetectorCore:
                              keep_history=False),
                 h["start"], ids, EventLifecycle(ids, d.guard_s, d.provisional_min_score), live=live)
         if h.get("early"):
-            self._early_window(sid, st, h, feat)
+            self._early_window(sid, st, h, feat, features)
             return
         st.last_start = h["start"]
         st.processed += 1
@@ -146,7 +147,7 @@ class DetectorCore:
         if h["duration"] is not None:
             st.merger.video_duration = float(h["duration"])
         m = self.metrics
-        props = self._decode(sid, h, feat)
+        props = self._decode(sid, h, feat, features)
         if props is None:
             return
         with m.stage_latency.labels("merge").time():
@@ -158,9 +159,28 @@ class DetectorCore:
         if h["final"]:
             self.streams.pop(sid, None)
 
-    def _decode(self, sid: str, h: dict[str, Any], feat: np.ndarray) -> Proposals | None:
-        """SFPN + heads + decoding of one window's MREM output (None: the stage refused it, counted)."""
+    def _reads_features(self) -> bool:
+        """The labeller reads each window's MFE features (sent by the engine next to the MREM output)."""
+        return getattr(self.stages, "labeller", None) is not None and self.cfg.model.segment_input == "mfe"
+
+    def _decode(self, sid: str, h: dict[str, Any], feat: np.ndarray,
+                features: np.ndarray | None = None) -> Proposals | None:
+        """SFPN + heads + decoding of one window's MREM output ``feat``; the labeller reads it or the
+        window's MFE ``features`` (None: the stage refused it, counted)."""
         m = self.metrics
+        if self._reads_features():
+            if features is None or features.shape != (self.cfg.feature_channels, self.cfg.data.window):
+                # an engine whose config says model.segment_input: relation (or an older engine)
+                m.malformed.inc()
+                got = "none" if features is None else list(features.shape)
+                log.warning("%s: window at %d dropped: the labeller reads the window's MFE features "
+                            "(model.segment_input: mfe), [%d, %d] expected, got %s", sid, h["start"],
+                            self.cfg.feature_channels, self.cfg.data.window, got)
+                return None
+            if not np.isfinite(features).all():
+                self.nonfinite.labels("detect").inc()
+                log.warning("%s: window at %d has NaN/inf MFE features: dropped", sid, h["start"])
+                return None
         try:
             with m.stage_latency.labels("detect").time():
                 levels = self.stages.detect(feat[None])
@@ -170,16 +190,18 @@ class DetectorCore:
             return None
         with m.stage_latency.labels("decode").time():
             labeller = getattr(self.stages, "labeller", None)  # test doubles of the stages have none
-            relation = None if labeller is None else torch.from_numpy(feat).to(levels[0].feature.device)
+            chosen = features if self._reads_features() else feat
+            labeller_input = None if labeller is None else torch.from_numpy(chosen).to(levels[0].feature.device)
             return decode_window(levels, self.stages.heads, self.cfg, batch_index=0, valid_length=h["valid"],
-                                 labeller=labeller, relation=relation)
+                                 labeller=labeller, labeller_input=labeller_input)
 
-    def _early_window(self, sid: str, st: _DStream, h: dict[str, Any], feat: np.ndarray) -> None:
+    def _early_window(self, sid: str, st: _DStream, h: dict[str, Any], feat: np.ndarray,
+                      features: np.ndarray | None = None) -> None:
         """A partial window before the segment's first full one (live): provisional events from what it
         sees, the merge untouched (engine/online/windower.py, "Early windows")."""
         if not self.cfg.stream.detector.lifecycle:
             return  # final events only: an early window has nothing to say
-        props = self._decode(sid, h, feat)
+        props = self._decode(sid, h, feat, features)
         if props is None:
             return
         self.metrics.early_windows.labels(sid).inc()

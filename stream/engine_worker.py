@@ -6,7 +6,9 @@ fill) and run through the MFE in one forward. Each stream's features go into the
 online core's :class:`~engine.online.windower.StreamWindower` (the window layout,
 gaps, end of stream: see there), the same object offline inference windows a video
 with. Ready windows are batched through MREM and their features sent on (PUSH) to
-the detector worker.
+the detector worker; when the detector's segment classifier reads the MFE features
+(``model.segment_input: mfe``) each window's snippet features go along as a second
+payload (C_feat x W float32: 64 KiB for the tiny config).
 
 The model calls sit behind :class:`engine.runtime.split.EngineStages` (``mfe``,
 ``mrem``), on the runtime backend the config chooses.
@@ -88,6 +90,8 @@ class EngineCore:
         self.layout = WindowLayout(cfg.data.window, cfg.data.hop)
         self.W, self.hop = self.layout.window, self.layout.hop
         self.gap_fill = cfg.stream.engine.gap_fill
+        # the detector's labeller reads the MFE window itself: send it next to the MREM output
+        self.send_features = cfg.model.labeller == "segment" and cfg.model.segment_input == "mfe"
         self.max_age = cfg.stream.engine.max_snippet_age_s
         self.stale_gaps: dict[str, dict[str, Any]] = {}  # stream -> stale live snippets not yet announced
         self.streams: dict[str, _Stream] = {}
@@ -346,7 +350,12 @@ class EngineCore:
                     header["epoch"] = st.epoch
                 if st.instance:
                     header["instance"] = st.instance
-                self.outbox.append(P.encode(header, (feat,)))
+                payload: tuple[np.ndarray, ...] = (feat,)
+                if self.send_features:
+                    features = np.ascontiguousarray(win.features, np.float32)
+                    header["features_shape"] = list(features.shape)
+                    payload = (feat, features)
+                self.outbox.append(P.encode(header, payload))
                 m.windows.labels(st.id).inc()
 
 

@@ -4,7 +4,8 @@ A message is one ZeroMQ multipart message::
 
     [topic]   only on the event PUB socket: the stream id, UTF-8
     header    msgpack map: {"v": 1 or 2, "type": ..., "stream": ..., "seq": ..., ...}
-    buffer*   raw payloads the header describes (snippet frames, window features)
+    buffer*   raw payloads the header describes (snippet frames; a window's MREM output and,
+              when the detector's labeller reads them, its MFE features)
 
 Frames travel as raw ``uint8`` buffers sent with ``copy=False`` (zero-copy on the
 sending side; the receiver wraps the received frame with ``np.frombuffer``).
@@ -61,6 +62,13 @@ class Message:
         """The payload of a snippet (uint8 [T, H, W, 3]) or window (float32 [C, W]) message."""
         h = self.header
         return np.frombuffer(self.buffers[0], dtype=np.dtype(h["dtype"])).reshape(h["shape"])
+
+    def window_features(self) -> np.ndarray | None:
+        """A window message's MFE features (float32 [C_feat, W]), when it carries them."""
+        h = self.header
+        if "features_shape" not in h:
+            return None
+        return np.frombuffer(self.buffers[1], dtype=np.dtype(h["dtype"])).reshape(h["features_shape"])
 
 
 # ---------------------------------------------------------------- field checks
@@ -179,6 +187,9 @@ SCHEMA: dict[str, list[Field]] = {
         ("t_capture", _num, True, "capture clock of the newest snippet"),
         ("t_engine_in", _num, True, "engine receive clock of the newest snippet"),
         ("t_window", _num, True, "engine send clock"),
+        # the window's MFE snippet features, a second float32 payload: sent when the detector's
+        # segment classifier reads them (model.segment_input: mfe)
+        ("features_shape", _shape, False, "[C_feat, W] of the second payload"),
         _EPOCH,
         _INSTANCE,
     ],
@@ -284,6 +295,9 @@ def validate_header(header: Any) -> dict[str, Any]:
         raise ProtocolError("snippet: shape must end with 3 channels")
     if t == WINDOW and (len(header["shape"]) != 2 or header["valid"] > header["shape"][1]):
         raise ProtocolError("window: shape must be [C, W] with valid <= W")
+    if t == WINDOW and "features_shape" in header and (
+            len(header["features_shape"]) != 2 or header["features_shape"][1] != header["shape"][1]):
+        raise ProtocolError("window: features_shape must be [C_feat, W] with the W of shape")
     if t == EVENT and header["end"] < header["start"]:
         raise ProtocolError("event: end before start")
     if t == EVENT and header.get("state", "final") != "final" and header["v"] < 2:
@@ -314,13 +328,15 @@ def decode(frames: Sequence[Any], with_topic: bool = False) -> Message:
     validate_header(header)
     t = header["type"]
     buffers = [_view(f) for f in frames[1:]]
-    want = N_BUFFERS.get(t, 0)
-    if len(buffers) != want:
-        raise ProtocolError(f"{t}: expected {want} payload buffer(s), got {len(buffers)}")
-    if want:
-        nbytes = int(np.prod(header["shape"])) * np.dtype(header["dtype"]).itemsize
-        if buffers[0].nbytes != nbytes:
-            raise ProtocolError(f"{t}: payload of {buffers[0].nbytes} bytes, shape {header['shape']} "
+    shapes = [header["shape"]] if N_BUFFERS.get(t, 0) else []
+    if t == WINDOW and "features_shape" in header:
+        shapes.append(header["features_shape"])
+    if len(buffers) != len(shapes):
+        raise ProtocolError(f"{t}: expected {len(shapes)} payload buffer(s), got {len(buffers)}")
+    for buf, shape, name in zip(buffers, shapes, ("shape", "features_shape")):
+        nbytes = int(np.prod(shape)) * np.dtype(header["dtype"]).itemsize
+        if buf.nbytes != nbytes:
+            raise ProtocolError(f"{t}: payload of {buf.nbytes} bytes, {name} {shape} "
                                 f"{header['dtype']} needs {nbytes}")
     if topic is not None and topic != header.get("stream"):
         raise ProtocolError(f"topic {topic!r} differs from the header's stream {header.get('stream')!r}")

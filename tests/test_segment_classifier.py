@@ -114,12 +114,12 @@ def test_decode_window_takes_labels_from_the_segment_classifier(tmp_path) -> Non
     with torch.no_grad():
         relation = model.relation(x)
         levels = model.from_relation(relation)
-    props = decode_window(levels, model.heads, cfg, labeller=model.labeller, relation=relation[0])
+    props = decode_window(levels, model.heads, cfg, labeller=model.labeller, labeller_input=relation[0])
     plain = decode_window(levels, model.heads, cfg, top_labels=1)
     assert len(props) == 2 * len(plain) > 0
     again = label_segments(plain, [relation[0]], model.labeller, 2)
     assert np.array_equal(props.labels, again.labels) and np.allclose(props.scores, again.scores)
-    with pytest.raises(ValueError, match="MREM output"):
+    with pytest.raises(ValueError, match="labeller_input: relation"):
         decode_window(levels, model.heads, cfg, labeller=model.labeller)
 
 
@@ -129,3 +129,37 @@ def test_matched_label_accuracy_counts_only_matches() -> None:
     gt = np.array([[0.0, 9.0], [50.0, 62.0]])
     right, matched = matched_label_accuracy(pred, labels, gt, np.array(["a", "b"]))
     assert (right, matched) == (1, 3)
+
+
+def test_mfe_labeller_reads_the_window_features_not_the_mrem_output(tmp_path) -> None:
+    from engine.inference import detect_video
+    from engine.training.segment_classifier import labeller_features
+
+    cfg_path = tmp_path / "mfe.yaml"
+    cfg_path.write_text(f"extends: {CONFIG_DIR / 'tiny.yaml'}\nname: mfe\nmodel:\n  labeller: segment\n"
+                        "  segment_input: mfe\n")
+    cfg = load_config(cfg_path)
+    torch.manual_seed(0)
+    model = TemporalDetector(cfg, cfg.feature_channels).eval()
+    assert model.labeller is not None and model.labeller.in_channels == [cfg.feature_channels]
+    x = torch.randn(2, cfg.feature_channels, cfg.data.window)
+    read = labeller_features(model, x)
+    assert len(read) == 2 and torch.equal(read[1][0], x[1])  # what train-labeller fits on
+    # offline inference labels with the same input: one window, decoded by hand, gives its labels
+    feats = x[0].numpy().T.copy()  # [L, C] snippets of a one-window video
+    sps = cfg.data.sigma / 25.0
+    dets = detect_video(model, cfg, feats, cfg.data.window * sps, 25.0)
+    with torch.no_grad():
+        levels = model.from_relation(model.relation(x[:1]))
+    props = decode_window(levels, model.heads, cfg, labeller=model.labeller, labeller_input=x[0],
+                          valid_length=cfg.data.window)
+    assert len(dets) > 0
+    best = int(np.argmax(props.scores))
+    top = int(np.argmax(dets.scores))
+    assert dets.labels[top] == props.labels[best]
+    assert dets.scores[top] == pytest.approx(props.scores[best], rel=1e-4)
+    # the relation-reading labeller of the same width would not even accept the window features
+    rel_model = TemporalDetector(load_config(CONFIG_DIR / "tiny.yaml"), cfg.feature_channels).eval()
+    if rel_model.labeller is not None and cfg.model.channels != cfg.feature_channels:
+        with pytest.raises(RuntimeError):
+            decode_window(levels, model.heads, cfg, labeller=rel_model.labeller, labeller_input=x[0])

@@ -23,7 +23,7 @@ from engine.runtime.split import DetectorStages, EngineStages, RuntimeChoice
 from stream.engine_worker import EngineCore
 from stream.grabber import Grabber
 from stream.sources import FrameItem, Source, StatusItem, assign_stream_ids, open_source, parse_source_arg, safe_uri
-from stream_support import (assert_same_detections, make_video, offline_detections, top_events,
+from stream_support import (assert_same_detections, make_checkpoint, make_video, offline_detections, top_events,
                                  write_config)
 
 
@@ -86,6 +86,37 @@ def test_online_equals_offline_in_process(stream_setup, seed: int, seconds: floa
     assert types[0] == "status" and types[-1] == "eos"
     ids = [e["event_id"] for e in chain.events()]
     assert len(ids) == len(set(ids))
+
+
+def test_online_equals_offline_with_an_mfe_labeller(stream_setup) -> None:
+    """model.segment_input: mfe. The engine sends each window's MFE features next to its MREM
+    output and the detector's labeller reads them; an engine that does not send them gets its
+    windows refused, counted, and the detector goes on."""
+    root = stream_setup["root"]
+    cfg_path = root / "stream-mfe.yaml"
+    cfg_path.write_text(f"extends: {stream_setup['cfg_path']}\nname: stream-mfe\nmodel:\n  segment_input: mfe\n")
+    cfg = load_config(cfg_path)
+    assert cfg.model.labeller == "segment"
+    ckpt = make_checkpoint(cfg, root / "ckpt-mfe.pt")
+    video = make_video(root / "inproc-mfe.mp4", 3, 20.3)
+    offline = offline_detections(cfg, ckpt, video)
+    chain = Chain(cfg, (EngineStages(cfg, str(ckpt)), DetectorStages(cfg, str(ckpt))))
+    Grabber(cfg, "cam", open_source(str(video), cfg.stream.sources), chain).run(threading.Event())
+    assert chain.windows and all(w["features_shape"] == [cfg.feature_channels, cfg.data.window]
+                                 for w in chain.windows)
+    assert offline
+    assert_same_detections(top_events(chain.events("cam"), cfg.inference.max_detections), offline,
+                           cfg.data.sigma / 10.0)
+    assert chain.detector.metrics.malformed._value.get() == 0
+
+    # an engine configured for the MREM-output labeller sends no features: every window refused
+    old_engine = Chain(stream_setup["cfg"], (EngineStages(cfg, str(ckpt)), DetectorStages(cfg, str(ckpt))))
+    old_engine.detector = DetectorCore(cfg, old_engine.detector.stages)
+    Grabber(cfg, "cam", open_source(str(video), cfg.stream.sources), old_engine).run(threading.Event())
+    assert old_engine.windows and "features_shape" not in old_engine.windows[0]
+    assert old_engine.events() == []
+    assert old_engine.detector.metrics.malformed._value.get() == len(old_engine.windows)
+    assert [h["type"] for h in old_engine.published][-1] == "eos"  # the stream still ends cleanly
 
 
 class ListSource(Source):

@@ -48,6 +48,39 @@ def test_window_round_trip() -> None:
                       t_window=1.0, live=False)
     msg = P.decode(P.encode(h, (feat,)))
     np.testing.assert_array_equal(msg.array(), feat)
+    assert msg.window_features() is None
+
+
+def _window_header(**over):
+    h = P.make_header(P.WINDOW, 0, stream="s", index=1, start=16, valid=32, sps=0.4, final=False, duration=None,
+                      shape=[16, 32], dtype="float32", t_stream_ref=19.2, t_capture=1.0, t_engine_in=1.0,
+                      t_window=1.0, live=False)
+    h.update(over)
+    return h
+
+
+def test_window_carries_its_mfe_features_as_a_second_payload() -> None:
+    rng = np.random.default_rng(1)
+    feat = rng.standard_normal((16, 32)).astype(np.float32)
+    features = rng.standard_normal((128, 32)).astype(np.float32)
+    msg = P.decode(P.encode(_window_header(features_shape=[128, 32]), (feat, features)))
+    np.testing.assert_array_equal(msg.array(), feat)
+    np.testing.assert_array_equal(msg.window_features(), features)
+
+
+@pytest.mark.parametrize("shape,buffers,match", [
+    ([128, 32], 1, "expected 2 payload"),  # announced, not sent
+    (None, 2, "expected 1 payload"),  # sent, not announced
+    ([128, 31], 2, "features_shape must be"),  # another window length
+    ([128, 32, 1], 2, "features_shape must be"),
+    ([64, 32], 2, "features_shape \\[64, 32\\] float32 needs 8192"),  # payload of another size
+])
+def test_window_features_payload_is_checked(shape, buffers: int, match: str) -> None:
+    feat = np.zeros((16, 32), np.float32)
+    features = np.zeros((128, 32), np.float32)
+    h = _window_header() if shape is None else _window_header(features_shape=shape)
+    with pytest.raises(P.ProtocolError, match=match):
+        P.decode(P.encode(h, (feat, features)[:buffers]))
 
 
 @pytest.mark.parametrize("type_", sorted(VALID))

@@ -609,6 +609,17 @@ def test_segment_labeller_trains_after_the_detector_and_converts_old_checkpoints
                  "--annotations", str(small_data["ann"]), "--subset", "validation", "--out", str(pred)]) == 0
     labels = {d["label"] for dets in json.loads(pred.read_text())["results"].values() for d in dets}
     assert labels and labels <= {"sway", "bounce", "spin", "orbit", "pulse"}
+    # --input mfe: a labeller on the MFE features replaces the MREM-output one, the detector untouched
+    mfe = tmp_path / "mfe.pt"
+    assert main(["train-labeller", "--checkpoint", str(converted), *data, "--out", str(mfe), "--epochs", "10",
+                 "--input", "mfe"]) == 0
+    relabelled = load_checkpoint(mfe)
+    assert relabelled.config.model.segment_input == "mfe"
+    assert relabelled.detector["labeller.norm.weight"].shape[0] == 3 * relabelled.config.feature_channels
+    assert all(torch.equal(relabelled.detector[k], v) for k, v in old.detector.items())
+    assert main(["infer", "--checkpoint", str(mfe), "--features", str(small_data["feats"]),
+                 "--annotations", str(small_data["ann"]), "--subset", "validation", "--out", str(pred)]) == 0
+    assert {d["label"] for dets in json.loads(pred.read_text())["results"].values() for d in dets}
     # a missing feature folder is a clear error, not a traceback
     assert main(["train-labeller", "--checkpoint", str(converted), "--features", str(tmp_path / "nowhere"),
                  "--annotations", str(small_data["ann"]), "--out", str(converted)]) == 2

@@ -47,13 +47,20 @@ class TemporalDetector(nn.Module):
             [DetectorHead(m.channels, m.head_samples, m.head_hidden, cfg.data.num_classes, m.salign_context)
              for _ in range(m.levels)])
         self.window = cfg.data.window
-        # the segment classifier reads the MREM output (model.labeller: segment; measured: the
-        # SFPN levels carry far less class information, docs/results.md "Labels"); trained after
-        # the detector by engine.training.segment_classifier; absent for "anchor"
+        # the segment classifier reads the MREM output or the MFE window (model.segment_input;
+        # measured: the SFPN levels carry far less class information, docs/results.md "Labels");
+        # trained after the detector by engine.training.segment_classifier; absent for "anchor"
         self.labeller: SegmentClassifier | None = None
+        self.segment_input = m.segment_input
         if m.labeller == "segment":
-            self.labeller = SegmentClassifier([m.channels], cfg.data.num_classes, m.segment_hidden,
+            width = in_channels if m.segment_input == "mfe" else m.channels
+            self.labeller = SegmentClassifier([width], cfg.data.num_classes, m.segment_hidden,
                                               m.segment_samples, m.segment_context, window=cfg.data.window)
+
+    def labeller_input(self, features: torch.Tensor, relation: torch.Tensor) -> torch.Tensor:
+        """What the segment classifier reads of a window (or a batch): the MFE ``features``
+        [.., C_feat, W] or their MREM output ``relation`` [.., C, W] (model.segment_input)."""
+        return features if self.segment_input == "mfe" else relation
 
     def levels(self, relation_features: torch.Tensor) -> list[torch.Tensor]:
         """SFPN over MREM output: the detector worker's dense part starts here."""

@@ -1,7 +1,9 @@
 """Training the segment classifier (``model.labeller: segment``) after the detector.
 
-The detector is frozen: its MREM output of every training window is computed once, and only the classifier's MLP learns, so this stage takes seconds to minutes, not
-the detector's half hour, and can be added to an already trained checkpoint
+The detector is frozen: what the classifier reads of every training window (its MREM
+output, or the MFE features themselves: ``model.segment_input``) is computed once, and
+only the classifier's MLP learns, so this stage takes seconds to minutes, not the
+detector's half hour, and can be added to an already trained checkpoint
 (``menet train-labeller``). Each epoch sees every ground-truth segment of the training
 windows as it is plus ``copies`` jittered versions (each boundary moved by up to
 ``train.segment_jitter`` x its length), because at inference it labels proposals, whose
@@ -55,10 +57,11 @@ class LabellerHistory:
 
 
 @torch.no_grad()
-def relation_features(model: TemporalDetector, windows: torch.Tensor) -> list[list[torch.Tensor]]:
-    """What the shipped labeller reads: the MREM output of each window [B, C_feat, W] -> [[C, W]]."""
-    relation = model.relation(windows)
-    return [[relation[b]] for b in range(windows.shape[0])]
+def labeller_features(model: TemporalDetector, windows: torch.Tensor) -> list[list[torch.Tensor]]:
+    """What the model's labeller reads of each window [B, C_feat, W] -> [[C, W]]: the MREM output
+    or the MFE window itself (model.segment_input)."""
+    chosen = model.labeller_input(windows, model.relation(windows))
+    return [[chosen[b]] for b in range(windows.shape[0])]
 
 
 def collect_windows(dataset: WindowDataset, features_of: Callable[[torch.Tensor], list[WindowFeatures]],
@@ -169,12 +172,13 @@ def attach_labeller(ckpt: Checkpoint, cfg: MENetConfig) -> TemporalDetector:
 def train_labeller(model: TemporalDetector, cfg: MENetConfig, train_set: WindowDataset,
                    validation_set: WindowDataset | None = None,
                    progress: Callable[[int, dict[str, float]], None] | None = None) -> LabellerHistory:
-    """Fit ``model.labeller`` on the frozen detector's MREM output of ``train_set``'s windows."""
+    """Fit ``model.labeller`` on what it reads (the frozen detector's MREM output, or the MFE
+    features: model.segment_input) of ``train_set``'s windows."""
     if model.labeller is None:
         raise ValueError(f"{cfg.source}: model.labeller is {cfg.model.labeller!r}; the segment classifier "
                          "is trained only with model.labeller: segment")
     model.eval()
-    features_of = lambda x: relation_features(model, x)  # noqa: E731
+    features_of = lambda x: labeller_features(model, x)  # noqa: E731
     train = collect_windows(train_set, features_of)
     val = collect_windows(validation_set, features_of) if validation_set is not None else None
     t = cfg.train

@@ -24,6 +24,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                     "checkpoint's, or the defaults)")
     p.add_argument("--train-subset", default="training")
     p.add_argument("--val-subset", default="validation", help="subset to report accuracy on ('' for none)")
+    p.add_argument("--input", choices=("relation", "mfe"), dest="segment_input",
+                   help="override model.segment_input: what the classifier reads (the MREM output or the MFE "
+                        "features; mfe makes the engine worker send each window's features to the detector too)")
     p.add_argument("--epochs", type=int, help="override train.segment_epochs")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.set_defaults(func=run)
@@ -52,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
             new = settings.to_dict()
             model_cfg.update({k: v for k, v in new["model"].items() if k.startswith("segment_")})
             train_cfg.update({k: v for k, v in new["train"].items() if k.startswith("segment_")})
+        if args.segment_input is not None:
+            model_cfg["segment_input"] = args.segment_input
         if args.epochs is not None:
             if args.epochs < 1:
                 print("menet train-labeller: --epochs must be >= 1", file=sys.stderr)
