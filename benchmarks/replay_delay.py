@@ -123,11 +123,12 @@ def replay(sid: str, feats: np.ndarray, cfg: Any, engine: EngineStages, core: De
             rel = np.asarray(engine.mrem(w.features[None]))[0].astype(np.float32)
             edge = (w.start + w.valid) * sps
             h = P.make_header(P.WINDOW, seq(), stream=sid, index=w.index, start=w.start, valid=w.valid, sps=sps,
-                              final=w.final, duration=w.duration, live=True, shape=list(rel.shape),
-                              dtype="float32", t_stream_ref=edge, t_capture=edge, t_engine_in=edge, t_window=edge)
+                              final=w.final, duration=w.duration, live=True, t_stream_ref=edge, t_capture=edge,
+                              t_engine_in=edge, t_window=edge)
             if w.early:
                 h["early"] = True
-            core.handle(P.decode(P.encode(h, (rel,))), t_in=edge)
+            wire = P.encode_window(h, rel, w.features if cfg.labeller_reads_mfe else None)
+            core.handle(P.decode(wire), t_in=edge)
             collect(edge)
         if end_of_stream is not None:
             core.handle(P.decode(P.encode(P.make_header(P.EOS, seq(), stream=sid, n_snippets=len(feats),

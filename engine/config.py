@@ -223,6 +223,12 @@ class MENetConfig:
         from .model.backbone import BACKBONES
         return BACKBONES[self.model.backbone].out_channels * (2 if self.model.movement else 1)
 
+    @property
+    def labeller_reads_mfe(self) -> bool:
+        """The segment classifier reads each window's MFE features (model.segment_input: mfe), so
+        online the engine worker sends them to the detector worker with the MREM output."""
+        return self.model.labeller == "segment" and self.model.segment_input == "mfe"
+
     def to_dict(self) -> dict[str, Any]:
         """The network's config as plain data (what checkpoints and manifests store): the sections
         of this class only, not those a program adds by extending it."""

@@ -161,7 +161,7 @@ class DetectorCore:
 
     def _reads_features(self) -> bool:
         """The labeller reads each window's MFE features (sent by the engine next to the MREM output)."""
-        return getattr(self.stages, "labeller", None) is not None and self.cfg.model.segment_input == "mfe"
+        return getattr(self.stages, "labeller", None) is not None and self.cfg.labeller_reads_mfe
 
     def _decode(self, sid: str, h: dict[str, Any], feat: np.ndarray,
                 features: np.ndarray | None = None) -> Proposals | None:

@@ -91,7 +91,7 @@ class EngineCore:
         self.W, self.hop = self.layout.window, self.layout.hop
         self.gap_fill = cfg.stream.engine.gap_fill
         # the detector's labeller reads the MFE window itself: send it next to the MREM output
-        self.send_features = cfg.model.labeller == "segment" and cfg.model.segment_input == "mfe"
+        self.send_features = cfg.labeller_reads_mfe
         self.max_age = cfg.stream.engine.max_snippet_age_s
         self.stale_gaps: dict[str, dict[str, Any]] = {}  # stream -> stale live snippets not yet announced
         self.streams: dict[str, _Stream] = {}
@@ -338,24 +338,18 @@ class EngineCore:
                     log.warning("%s: window at %d has NaN/inf features: dropped", st.id, win.start)
                     continue
                 t_capture, t_in = win.stamp if win.stamp is not None else (now, now)
-                feat = np.ascontiguousarray(feat, np.float32)
                 header = P.make_header(
                     P.WINDOW, self.seq(), stream=st.id, index=win.index, start=win.start,
                     valid=win.valid, sps=st.sps, final=win.final, duration=win.duration, live=st.live,
-                    shape=list(feat.shape), dtype="float32", t_stream_ref=(win.start + win.valid) * st.sps,
-                    t_capture=t_capture, t_engine_in=t_in, t_window=now)
+                    t_stream_ref=(win.start + win.valid) * st.sps, t_capture=t_capture, t_engine_in=t_in,
+                    t_window=now)
                 if win.early:
                     header["early"] = True
                 if not st.live:
                     header["epoch"] = st.epoch
                 if st.instance:
                     header["instance"] = st.instance
-                payload: tuple[np.ndarray, ...] = (feat,)
-                if self.send_features:
-                    features = np.ascontiguousarray(win.features, np.float32)
-                    header["features_shape"] = list(features.shape)
-                    payload = (feat, features)
-                self.outbox.append(P.encode(header, payload))
+                self.outbox.append(P.encode_window(header, feat, win.features if self.send_features else None))
                 m.windows.labels(st.id).inc()
 
 

@@ -305,6 +305,18 @@ def validate_header(header: Any) -> dict[str, Any]:
     return header
 
 
+def encode_window(header: dict[str, Any], relation: np.ndarray, features: np.ndarray | None = None) -> list[Any]:
+    """A window message: the MREM output ``relation`` [C, W] and, when the detector's labeller reads
+    them (``MENetConfig.labeller_reads_mfe``), the window's MFE ``features`` [C_feat, W]
+    (``features_shape`` is set here). Fills ``shape`` and ``dtype`` of ``header``."""
+    payload = [np.ascontiguousarray(relation, np.float32)]
+    header = {**header, "shape": list(payload[0].shape), "dtype": "float32"}
+    if features is not None:
+        payload.append(np.ascontiguousarray(features, np.float32))
+        header["features_shape"] = list(payload[1].shape)
+    return encode(header, payload)
+
+
 def decode(frames: Sequence[Any], with_topic: bool = False) -> Message:
     """Parse and validate one received multipart message (``recv_multipart(copy=False)``)."""
     frames = list(frames)

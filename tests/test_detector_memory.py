@@ -41,12 +41,15 @@ def window(cfg: Any, seq: P.Sequencer, sid: str, k: int, feat: np.ndarray, *, st
     hop, sps = cfg.data.hop, cfg.data.sigma / 10.0
     start = k * hop if start is None else start
     h = P.make_header(P.WINDOW, seq(), stream=sid, index=k, start=start, valid=feat.shape[1], sps=sps,
-                      final=final, duration=None if live else 1e6, live=live, shape=list(feat.shape),
-                      dtype="float32", t_stream_ref=(start + feat.shape[1]) * sps, t_capture=1000.0,
+                      final=final, duration=None if live else 1e6, live=live,
+                      t_stream_ref=(start + feat.shape[1]) * sps, t_capture=1000.0,
                       t_engine_in=1000.0, t_window=1000.0)
     if not live:
         h["epoch"] = 0
-    return P.decode(P.encode(h, (feat,)))
+    # the MFE window the labeller reads (tiny's model.segment_input: mfe), random like the MREM output
+    features = (np.random.default_rng(start).standard_normal((cfg.feature_channels, feat.shape[1]))
+                .astype(np.float32) if cfg.labeller_reads_mfe else None)
+    return P.decode(P.encode_window(h, feat, features))
 
 
 def test_detector_state_stays_bounded_over_many_windows(detector_parts) -> None:

@@ -105,7 +105,8 @@ def test_label_segments_emits_k_best_classes_scored_by_probability() -> None:
 
 def test_decode_window_takes_labels_from_the_segment_classifier(tmp_path) -> None:
     cfg_path = tmp_path / "seg.yaml"
-    cfg_path.write_text(f"extends: {CONFIG_DIR / 'tiny.yaml'}\nname: seg\nmodel:\n  labeller: segment\ninference:\n  labels_per_proposal: 2\n")
+    cfg_path.write_text(f"extends: {CONFIG_DIR / 'tiny.yaml'}\nname: seg\nmodel:\n  labeller: segment\n"
+                        "  segment_input: relation\ninference:\n  labels_per_proposal: 2\n")
     cfg = load_config(cfg_path)
     torch.manual_seed(0)
     model = TemporalDetector(cfg, cfg.feature_channels).eval()
@@ -158,8 +159,10 @@ def test_mfe_labeller_reads_the_window_features_not_the_mrem_output(tmp_path) ->
     top = int(np.argmax(dets.scores))
     assert dets.labels[top] == props.labels[best]
     assert dets.scores[top] == pytest.approx(props.scores[best], rel=1e-4)
-    # the relation-reading labeller of the same width would not even accept the window features
-    rel_model = TemporalDetector(load_config(CONFIG_DIR / "tiny.yaml"), cfg.feature_channels).eval()
-    if rel_model.labeller is not None and cfg.model.channels != cfg.feature_channels:
-        with pytest.raises(RuntimeError):
-            decode_window(levels, model.heads, cfg, labeller=rel_model.labeller, labeller_input=x[0])
+    # a labeller built for the MREM output's width refuses the window features: no silent mix-up
+    rel_path = tmp_path / "rel.yaml"
+    rel_path.write_text(f"extends: {cfg_path}\nname: rel\nmodel:\n  segment_input: relation\n")
+    rel_model = TemporalDetector(load_config(rel_path), cfg.feature_channels).eval()
+    assert rel_model.labeller is not None and cfg.model.channels != cfg.feature_channels
+    with pytest.raises(RuntimeError):
+        decode_window(levels, model.heads, cfg, labeller=rel_model.labeller, labeller_input=x[0])

@@ -88,35 +88,46 @@ def test_online_equals_offline_in_process(stream_setup, seed: int, seconds: floa
     assert len(ids) == len(set(ids))
 
 
-def test_online_equals_offline_with_an_mfe_labeller(stream_setup) -> None:
-    """model.segment_input: mfe. The engine sends each window's MFE features next to its MREM
-    output and the detector's labeller reads them; an engine that does not send them gets its
-    windows refused, counted, and the detector goes on."""
+def _labeller_setup(stream_setup, segment_input: str) -> tuple[Any, Path]:
     root = stream_setup["root"]
-    cfg_path = root / "stream-mfe.yaml"
-    cfg_path.write_text(f"extends: {stream_setup['cfg_path']}\nname: stream-mfe\nmodel:\n  segment_input: mfe\n")
+    cfg_path = root / f"stream-{segment_input}.yaml"
+    cfg_path.write_text(f"extends: {stream_setup['cfg_path']}\nname: stream-{segment_input}\nmodel:\n"
+                        f"  segment_input: {segment_input}\n")
     cfg = load_config(cfg_path)
     assert cfg.model.labeller == "segment"
-    ckpt = make_checkpoint(cfg, root / "ckpt-mfe.pt")
-    video = make_video(root / "inproc-mfe.mp4", 3, 20.3)
+    return cfg, make_checkpoint(cfg, root / f"ckpt-{segment_input}.pt")
+
+
+@pytest.mark.parametrize("segment_input", ["relation", "mfe"])
+def test_online_equals_offline_whatever_the_labeller_reads(stream_setup, segment_input: str) -> None:
+    """model.segment_input: with mfe the engine sends each window's MFE features next to its MREM
+    output and the detector's labeller reads them; with relation it sends the MREM output only."""
+    cfg, ckpt = _labeller_setup(stream_setup, segment_input)
+    video = make_video(stream_setup["root"] / "inproc-labeller.mp4", 3, 20.3)
     offline = offline_detections(cfg, ckpt, video)
     chain = Chain(cfg, (EngineStages(cfg, str(ckpt)), DetectorStages(cfg, str(ckpt))))
     Grabber(cfg, "cam", open_source(str(video), cfg.stream.sources), chain).run(threading.Event())
-    assert chain.windows and all(w["features_shape"] == [cfg.feature_channels, cfg.data.window]
-                                 for w in chain.windows)
+    sent = [w.get("features_shape") for w in chain.windows]
+    assert sent and sent == [[cfg.feature_channels, cfg.data.window] if segment_input == "mfe" else None] * len(sent)
     assert offline
     assert_same_detections(top_events(chain.events("cam"), cfg.inference.max_detections), offline,
                            cfg.data.sigma / 10.0)
     assert chain.detector.metrics.malformed._value.get() == 0
 
-    # an engine configured for the MREM-output labeller sends no features: every window refused
-    old_engine = Chain(stream_setup["cfg"], (EngineStages(cfg, str(ckpt)), DetectorStages(cfg, str(ckpt))))
-    old_engine.detector = DetectorCore(cfg, old_engine.detector.stages)
-    Grabber(cfg, "cam", open_source(str(video), cfg.stream.sources), old_engine).run(threading.Event())
-    assert old_engine.windows and "features_shape" not in old_engine.windows[0]
-    assert old_engine.events() == []
-    assert old_engine.detector.metrics.malformed._value.get() == len(old_engine.windows)
-    assert [h["type"] for h in old_engine.published][-1] == "eos"  # the stream still ends cleanly
+
+def test_detector_refuses_windows_without_the_features_its_labeller_reads(stream_setup) -> None:
+    """An engine configured for the MREM-output labeller sends no features: a detector whose
+    labeller reads them refuses every window, counts it and goes on to the stream's end."""
+    cfg, ckpt = _labeller_setup(stream_setup, "mfe")
+    rel_cfg, _ = _labeller_setup(stream_setup, "relation")
+    video = make_video(stream_setup["root"] / "inproc-labeller.mp4", 3, 20.3)
+    chain = Chain(rel_cfg, (EngineStages(cfg, str(ckpt)), DetectorStages(cfg, str(ckpt))))
+    chain.detector = DetectorCore(cfg, chain.detector.stages)
+    Grabber(cfg, "cam", open_source(str(video), cfg.stream.sources), chain).run(threading.Event())
+    assert chain.windows and "features_shape" not in chain.windows[0]
+    assert chain.events() == []
+    assert chain.detector.metrics.malformed._value.get() == len(chain.windows)
+    assert [h["type"] for h in chain.published][-1] == "eos"  # the stream still ends cleanly
 
 
 class ListSource(Source):

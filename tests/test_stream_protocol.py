@@ -63,9 +63,12 @@ def test_window_carries_its_mfe_features_as_a_second_payload() -> None:
     rng = np.random.default_rng(1)
     feat = rng.standard_normal((16, 32)).astype(np.float32)
     features = rng.standard_normal((128, 32)).astype(np.float32)
-    msg = P.decode(P.encode(_window_header(features_shape=[128, 32]), (feat, features)))
+    header = {k: v for k, v in _window_header().items() if k not in ("shape", "dtype")}
+    msg = P.decode(P.encode_window(header, feat, features))
+    assert msg.header["shape"] == [16, 32] and msg.header["features_shape"] == [128, 32]
     np.testing.assert_array_equal(msg.array(), feat)
     np.testing.assert_array_equal(msg.window_features(), features)
+    assert P.decode(P.encode_window(header, feat)).window_features() is None
 
 
 @pytest.mark.parametrize("shape,buffers,match", [
