@@ -103,14 +103,20 @@ def test_label_segments_emits_k_best_classes_scored_by_probability() -> None:
     assert np.allclose(out.class_probs[:, :3].sum(1), 1.0) and (out.class_probs[:, 3] == 0).all()
 
 
-def test_decode_window_takes_labels_from_the_segment_classifier(tmp_path) -> None:
-    cfg_path = tmp_path / "seg.yaml"
-    cfg_path.write_text(f"extends: {CONFIG_DIR / 'tiny.yaml'}\nname: seg\nmodel:\n  labeller: segment\n"
-                        "  segment_input: relation\ninference:\n  labels_per_proposal: 2\n")
+def segment_detector(tmp_path, segment_input: str, extra: str = "") -> tuple:
+    """(config path, config, seeded detector) of tiny with a segment labeller reading ``segment_input``."""
+    cfg_path = tmp_path / f"{segment_input}.yaml"
+    cfg_path.write_text(f"extends: {CONFIG_DIR / 'tiny.yaml'}\nname: {segment_input}\nmodel:\n  labeller: segment\n"
+                        f"  segment_input: {segment_input}\n{extra}")
     cfg = load_config(cfg_path)
     torch.manual_seed(0)
     model = TemporalDetector(cfg, cfg.feature_channels).eval()
     assert model.labeller is not None
+    return cfg_path, cfg, model
+
+
+def test_decode_window_takes_labels_from_the_segment_classifier(tmp_path) -> None:
+    _, cfg, model = segment_detector(tmp_path, "relation", "inference:\n  labels_per_proposal: 2\n")
     x = torch.randn(1, cfg.feature_channels, cfg.data.window)
     with torch.no_grad():
         relation = model.relation(x)
@@ -136,13 +142,8 @@ def test_mfe_labeller_reads_the_window_features_not_the_mrem_output(tmp_path) ->
     from engine.inference import detect_video
     from engine.training.segment_classifier import labeller_features
 
-    cfg_path = tmp_path / "mfe.yaml"
-    cfg_path.write_text(f"extends: {CONFIG_DIR / 'tiny.yaml'}\nname: mfe\nmodel:\n  labeller: segment\n"
-                        "  segment_input: mfe\n")
-    cfg = load_config(cfg_path)
-    torch.manual_seed(0)
-    model = TemporalDetector(cfg, cfg.feature_channels).eval()
-    assert model.labeller is not None and model.labeller.in_channels == [cfg.feature_channels]
+    cfg_path, cfg, model = segment_detector(tmp_path, "mfe")
+    assert model.labeller.in_channels == [cfg.feature_channels]
     x = torch.randn(2, cfg.feature_channels, cfg.data.window)
     read = labeller_features(model, x)
     assert len(read) == 2 and torch.equal(read[1][0], x[1])  # what train-labeller fits on
@@ -160,9 +161,7 @@ def test_mfe_labeller_reads_the_window_features_not_the_mrem_output(tmp_path) ->
     assert dets.labels[top] == props.labels[best]
     assert dets.scores[top] == pytest.approx(props.scores[best], rel=1e-4)
     # a labeller built for the MREM output's width refuses the window features: no silent mix-up
-    rel_path = tmp_path / "rel.yaml"
-    rel_path.write_text(f"extends: {cfg_path}\nname: rel\nmodel:\n  segment_input: relation\n")
-    rel_model = TemporalDetector(load_config(rel_path), cfg.feature_channels).eval()
-    assert rel_model.labeller is not None and cfg.model.channels != cfg.feature_channels
+    _, _, rel_model = segment_detector(tmp_path, "relation")
+    assert cfg.model.channels != cfg.feature_channels
     with pytest.raises(RuntimeError):
         decode_window(levels, model.heads, cfg, labeller=rel_model.labeller, labeller_input=x[0])
