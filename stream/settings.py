@@ -93,6 +93,11 @@ class SourceSettings:
     reconnect_min_s: float = 0.5  # reopen backoff, doubling up to reconnect_max_s
     reconnect_max_s: float = 10.0
     capture_queue: int = 64  # decoded frames a live reader thread may hold (oldest dropped beyond)
+    # OpenCV's own worker threads per grabber (resize, colour conversion, the synthetic source's warp).
+    # One grabber runs per camera, so the cameras are the parallelism: OpenCV's default (a pool as
+    # wide as the machine) in every grabber made each one cost ~1.8x the CPU on two cores
+    # (docs/benchmarks.md, "16 cameras"). 0 = OpenCV's default. FFmpeg's decoder threads are not these.
+    opencv_threads: int = 1
     # RTSP over tcp, udp, or auto (TCP first, then UDP: some servers and cameras serve UDP only);
     # one source can say otherwise with a URI fragment: rtsp://host/path#rtsp_transport=udp
     rtsp_transport: Literal["auto", "tcp", "udp"] = "auto"
@@ -175,6 +180,7 @@ def check_stream_settings(s: StreamSettings, check: Callable[[bool, str, str], N
     for key in ("open_timeout_s", "read_timeout_s", "stall_timeout_s", "reconnect_min_s"):
         check(getattr(src, key) > 0, f"stream.sources.{key}", f"must be > 0, got {getattr(src, key)}")
     check(src.reconnect_max_s >= src.reconnect_min_s, "stream.sources.reconnect_max_s", "must be >= reconnect_min_s")
+    check(src.opencv_threads >= 0, "stream.sources.opencv_threads", f"must be >= 0, got {src.opencv_threads}")
     check(1 <= src.capture_queue <= 100_000, "stream.sources.capture_queue",
           f"must be in 1..100000, got {src.capture_queue}")
     for key in ("restart_min_s", "shutdown_timeout_s"):
@@ -227,4 +233,4 @@ def runtime_choice(cfg: StreamConfig) -> "RuntimeChoice":
     from engine.runtime.split import RuntimeChoice  # torch: only the workers need it
 
     r = cfg.stream.runtime
-    return RuntimeChoice(r.backend, r.device, r.precision, r.engine_dir)
+    return RuntimeChoice(r.backend, r.device, r.precision, r.engine_dir, threads=r.threads or None)

@@ -91,6 +91,22 @@ def test_onnxruntime_backend_matches_pytorch_dynamic_batch_and_decoding(built: d
         ort_b.mfe(np.zeros((1, 3, 8, 64, 64), np.float32))
 
 
+def test_onnxruntime_sessions_take_the_configured_threads(built: dict) -> None:
+    """stream.runtime.threads reaches every ONNX Runtime session (its default is one thread per
+    core: two busy threads in an engine worker that the config gives one)."""
+    from stream.settings import load_config as load_stream_config, runtime_choice
+    one = open_backend(built["cfg"], built["out"], built["ckpt"], threads=1)
+    assert [s.get_session_options().intra_op_num_threads for s in one.sessions.values()] == [1, 1, 1]
+    default = open_backend(built["cfg"], built["out"], built["ckpt"])
+    assert all(s.get_session_options().intra_op_num_threads == 0 for s in default.sessions.values())
+    scfg = load_stream_config("stream")
+    assert runtime_choice(scfg).threads == scfg.stream.runtime.threads == 1
+    scfg.stream.runtime.threads = 3
+    assert runtime_choice(scfg).threads == 3
+    scfg.stream.runtime.threads = 0  # 0: the library's default
+    assert runtime_choice(scfg).threads is None
+
+
 def test_corrupted_onnx_gives_clear_error(built: dict, tmp_path: Path) -> None:
     out = tmp_path / "eng"
     shutil.copytree(built["out"], out)

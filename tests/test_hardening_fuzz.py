@@ -464,6 +464,7 @@ BAD_STREAM_CONFIGS = [
     ("stream.engine", "pad_batches: maybe", "stream.engine.pad_batches"),
     ("stream.sources", "reconnect_min_s: 0", "stream.sources.reconnect_min_s"),
     ("stream.sources", "reconnect_max_s: 0.1", "stream.sources.reconnect_max_s"),
+    ("stream.sources", "opencv_threads: -1", "stream.sources.opencv_threads"),
     ("stream.security", "curve_clients_dir: /tmp", "stream.security.curve_clients_dir"),
     ("stream.security", "allow_insecure_remote: 3", "stream.security.allow_insecure_remote"),
     ("stream", "no_such_key: 1", "stream.no_such_key"),

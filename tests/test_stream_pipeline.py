@@ -320,13 +320,27 @@ def test_online_on_onnxruntime_engines_equals_offline(stream_setup, tmp_path) ->
     offline = offline_detections(cfg, ckpt, video)
     cfg_ort = copy.deepcopy(cfg)
     cfg_ort.stream.runtime.backend = "onnxruntime"
-    choice = RuntimeChoice("onnxruntime", engine_dir=str(engines))
+    choice = RuntimeChoice("onnxruntime", engine_dir=str(engines), threads=1)  # as stream.runtime.threads gives
     stages = (EngineStages(cfg_ort, str(ckpt), choice), DetectorStages(cfg_ort, str(ckpt), choice))
     assert [s.backend.name for s in stages] == ["onnxruntime"] * 2
     chain = Chain(cfg_ort, stages)
     Grabber(cfg_ort, "cam", open_source(str(video), cfg_ort.stream.sources), chain).run(threading.Event())
     online = top_events(chain.events("cam"), cfg.inference.max_detections)
     assert_same_detections(online, offline, cfg.data.sigma / 10.0)
+
+
+def test_grabber_opencv_threads_setting() -> None:
+    """stream.sources.opencv_threads: a grabber process runs OpenCV on that many threads; 0 leaves it."""
+    import cv2
+    from stream.grabber import set_opencv_threads
+    before = cv2.getNumThreads()
+    try:
+        set_opencv_threads(1)
+        assert cv2.getNumThreads() == 1
+        set_opencv_threads(0)
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)
 
 
 def test_run_refuses_onnxruntime_without_engines(stream_setup, tmp_path, capsys) -> None:

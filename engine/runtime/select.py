@@ -131,10 +131,12 @@ def _checkpoint(checkpoint: Checkpoint | str | Path | None, cfg: MENetConfig) ->
 
 def open_backend(cfg: MENetConfig, engine_dir: str | Path | None = None,
                  checkpoint: Checkpoint | str | Path | None = None, *, backend: str = "auto",
-                 device: str = "cpu", precision: str = "fp32", stages: tuple[str, ...] = STAGES) -> Backend:
+                 device: str = "cpu", precision: str = "fp32", stages: tuple[str, ...] = STAGES,
+                 threads: int | None = None) -> Backend:
     """Open the backend :func:`select_backend` chooses, with ``stages`` only. With a checkpoint,
     engine artifacts must have been built from that very file (sha256); without one, the PyTorch
-    backend uses random weights (with a warning)."""
+    backend uses random weights (with a warning). ``threads``: ONNX Runtime's CPU threads per
+    session (None: its default); PyTorch's are per process (``torch.set_num_threads``)."""
     sel = select_backend(cfg, engine_dir, backend=backend, device=device, precision=precision, stages=stages)
     log.info("runtime backend: %s", sel)
     ckpt, sha = _checkpoint(checkpoint, cfg)
@@ -145,7 +147,7 @@ def open_backend(cfg: MENetConfig, engine_dir: str | Path | None = None,
     if sel.backend == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
         return OnnxRuntimeBackend(cfg, engine_dir, sel.device, "fp32", checkpoint_sha=sha,  # type: ignore[arg-type]
-                                  stages=stages)
+                                  stages=stages, threads=threads)
     from .torch_backend import TorchBackend, build_detector, build_model
     model = build_detector(cfg, ckpt) if "mfe" not in stages else build_model(cfg, ckpt)
     return TorchBackend(cfg, model, sel.device, sel.precision, stages=stages)

@@ -49,6 +49,10 @@ class RuntimeChoice:
     device: str = "cpu"
     precision: str = "fp32"
     engine_dir: str | None = None  # output of `menet build-engine`; needed for onnxruntime/tensorrt
+    # CPU threads of an ONNX Runtime session (None: ONNX Runtime's default, one per core). PyTorch's
+    # are set per process (stream.worker.WorkerShell); without this an ORT engine worker ran two
+    # threads on a two-core box full of grabbers, against the config's one (docs/benchmarks.md)
+    threads: int | None = None
 
 
 def _checkpoint(cfg: MENetConfig, checkpoint: str | Path | Checkpoint | None) -> Checkpoint | None:
@@ -76,7 +80,7 @@ def _open(cfg: MENetConfig, ckpt: Checkpoint | None, checkpoint: str | Path | Ch
     else:
         backend = open_backend(cfg, choice.engine_dir, ckpt if ckpt is not None else checkpoint,
                                backend=choice.backend, device=choice.device, precision=choice.precision,
-                               stages=stages)
+                               stages=stages, threads=choice.threads)
     log.info("%s on %s (%s)", "+".join(stages), backend.describe(), selection.reason)
     return backend
 

@@ -81,6 +81,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"menet run: {exc}", file=sys.stderr)
         return 2
     print(f"menet run: runtime backend {selection.backend} ({selection.reason})", file=sys.stderr)
+    if selection.backend == "pytorch" and selection.device == "cpu" and r.backend == "auto":
+        # the tiny MFE, the engine's whole load, runs ~2x faster in ONNX Runtime: 16 live cameras on two
+        # cores against 8 (docs/benchmarks.md, "16 cameras")
+        print("menet run: on CPU, ONNX Runtime runs the backbone about twice as fast (16 cameras on two cores "
+              "against 8): `menet build-engine --checkpoint CKPT --out ENGINES` once, then --engine-dir ENGINES",
+              file=sys.stderr)
     if args.hop is not None:
         if not 1 <= args.hop <= cfg.data.window:
             print(f"menet run: --hop must be in 1..{cfg.data.window}, got {args.hop}", file=sys.stderr)
