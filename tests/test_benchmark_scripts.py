@@ -73,3 +73,32 @@ def test_benchmark_quick(script: Path) -> None:
     assert "Traceback" not in proc.stderr, _failure(script, "--quick", proc)
     for text in QUICK_OUTPUT.get(script.name, []):
         assert text in proc.stdout, f"{script.name} --quick did not print {text!r}:\n{proc.stdout[-3000:]}"
+
+
+def test_short_actions_sorts_each_short_action_by_its_best_detection(tmp_path: Path) -> None:
+    """benchmarks/short_actions.py: found / imprecise / wrong label / missed, long actions left out."""
+    import json
+    gt = {"database": {"v": {"subset": "validation", "duration": 60.0, "annotations": [
+        {"segment": [1.0, 3.0], "label": "a"},     # found: same label, tIoU 0.8
+        {"segment": [10.0, 12.0], "label": "a"},   # imprecise: same label, tIoU 0.6
+        {"segment": [20.0, 22.0], "label": "b"},   # wrong label: only an `a` overlaps it
+        {"segment": [30.0, 32.0], "label": "b"},   # wrong label too: its `b` is off, an `a` is on it
+        {"segment": [35.0, 37.0], "label": "b"},   # missed: nothing there
+        {"segment": [40.0, 50.0], "label": "a"},   # long: not counted
+    ]}}}
+    preds = {"results": {"v": [
+        {"segment": [1.0, 2.6], "label": "a", "score": 0.9},
+        {"segment": [10.0, 11.2], "label": "a", "score": 0.9},
+        {"segment": [20.0, 22.0], "label": "a", "score": 0.9},
+        {"segment": [31.5, 34.0], "label": "b", "score": 0.9},
+        {"segment": [30.0, 32.0], "label": "a", "score": 0.1},  # another label at tIoU 1: not "missed"
+    ]}}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "p.json").write_text(json.dumps(preds))
+    out = tmp_path / "short.json"
+    run = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "short_actions.py"), "--annotations",
+                          str(tmp_path / "gt.json"), "--subset", "validation", "--pred", f"m={tmp_path / 'p.json'}",
+                          "--json", str(out)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "5 actions shorter than 3 s" in run.stdout and "| m | 1 | 1 | 2 | 1 |" in run.stdout
+    assert json.loads(out.read_text())["systems"]["m"] == {"found": 1, "imprecise": 1, "wrong label": 2, "missed": 1}
