@@ -155,6 +155,33 @@ def test_online_equals_offline_end_to_end(stream_setup, tmp_path: Path) -> None:
     assert ev["label"] in cfg.data.class_names and ev["t_published"] >= ev["t_window"] >= ev["t_engine_in"]
 
 
+def test_engine_dir_auto_runs_the_cached_onnx_graphs(stream_setup, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`menet run --engine-dir auto`: the first start builds the checkpoint's ONNX graphs into the cache and
+    both workers run ONNX Runtime, with the offline (PyTorch) detections; the next start finds them."""
+    pytest.importorskip("onnxruntime")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MENET_ENGINE_CACHE", str(cache))  # inherited by `menet run` and its workers
+    cfg = stream_setup["cfg"]
+    video = make_video(tmp_path / "clip.mp4", seed=12, seconds=12.3)
+    offline = offline_detections(cfg, stream_setup["ckpt"], video)
+    outputs = []
+    for attempt in range(2):
+        run = Run(stream_setup, tmp_path, [f"cam={video}"], ["--engine-dir", "auto"])
+        try:
+            run.collect({"cam"})
+            assert run.wait() == 0, run.output()
+        finally:
+            run.close()
+        outputs.append(run.output())
+        online = top_events(run.events("cam"), cfg.inference.max_detections)
+        assert_same_detections(online, offline, cfg.data.sigma / 10.0)
+    assert "ONNX graphs built" in outputs[0] and "ONNX graphs from the cache" in outputs[1]
+    for out in outputs:
+        assert "runtime backend onnxruntime" in out and "runtime backend pytorch" not in out
+    assert len(list(cache.iterdir())) == 1
+
+
 def test_three_streams_through_one_engine(stream_setup, tmp_path: Path) -> None:
     cfg = stream_setup["cfg"]
     videos = {f"s{k}": make_video(tmp_path / f"v{k}.mp4", seed=20 + k, seconds=secs)

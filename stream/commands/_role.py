@@ -35,6 +35,16 @@ def load(args: argparse.Namespace, command: str) -> StreamConfig | None:
         t.metrics_port = args.metrics_port
     if args.metrics_host is not None:
         t.metrics_host = args.metrics_host
+    r = cfg.stream.runtime
+    if r.engine_dir == "auto" and hasattr(args, "checkpoint"):  # the engine and detector roles run stages
+        from stream.engine_cache import EngineCacheError, resolve_engine_dir
+        try:
+            r.engine_dir, note = resolve_engine_dir(cfg, r.engine_dir, args.checkpoint, backend=r.backend,
+                                                    device=r.device)
+        except EngineCacheError as exc:
+            print(f"menet {command}: {exc}", file=sys.stderr)
+            return None
+        print(f"menet {command}: {note}", file=sys.stderr)
     return cfg
 
 

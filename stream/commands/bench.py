@@ -47,7 +47,8 @@ def add_parser(subparsers: Any) -> None:
     g.add_argument("--threads", type=int, default=None, help="CPU threads (default: stream.runtime.threads, as the workers)")
     g.add_argument("--engine-dir", default=None,
                    help="engines from `menet build-engine` (ONNX graphs, TensorRT plans); default: ONNX exported "
-                        "to a temp dir; also passed to the pipeline runs")
+                        "to a temp dir; also passed to the pipeline runs ('auto': the model part exports to a temp "
+                        "dir, the pipeline runs use the cached graphs of --checkpoint, stream.runtime.engine_dir auto)")
     g.add_argument("--backends", nargs="+", default=None, metavar="NAME",
                    help="only these backends (prefixes: pytorch-cpu, onnxruntime, pytorch-cuda, tensorrt)")
     g = p.add_argument_group("pipeline")
@@ -117,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
     if args.only in (None, "model"):
         say(f"model bench: config {cfg.name}, batches {args.batches}, {args.repeats} repeats")
         report["model"] = bench_model(cfg, args.checkpoint, batches=tuple(args.batches), repeats=args.repeats,
-                                      threads=args.threads, engine_dir=args.engine_dir, backends=args.backends,
+                                      threads=args.threads, backends=args.backends,
+                                      engine_dir=None if args.engine_dir == "auto" else args.engine_dir,
                                       max_cell_s=args.max_cell_s, progress=say)
         for s in report["model"]["skipped"]:
             say(f"  skipped {s['backend']}: {s['why']}")

@@ -39,7 +39,8 @@ def add_parser(subparsers: Any) -> None:
                    help="override stream.transport.control_endpoint: where `menet sources` adds/removes sources "
                         "(ipc://PATH or loopback tcp://HOST:PORT; default: ipc in the run's temp dir)")
     p.add_argument("--engine-dir", default=None,
-                   help="override stream.runtime.engine_dir: engines from `menet build-engine` (ONNX Runtime / TensorRT)")
+                   help="override stream.runtime.engine_dir: engines from `menet build-engine` (ONNX Runtime / "
+                        "TensorRT), or 'auto': the checkpoint's ONNX graphs, built once into a cache (CPU)")
     p.add_argument("--backend", choices=("auto", "pytorch", "onnxruntime", "tensorrt"), default=None,
                    help="override stream.runtime.backend")
     p.add_argument("--hop", type=int, default=None, help="override data.hop (snippets between window starts)")
@@ -75,17 +76,23 @@ def run(args: argparse.Namespace) -> int:
         from engine.runtime.base import BackendError
         from engine.runtime.manifest import EngineError
         from engine.runtime.select import select_backend
+        from ..engine_cache import EngineCacheError, resolve_engine_dir
         r = s.runtime
+        asked_auto = r.engine_dir == "auto"
+        r.engine_dir, note = resolve_engine_dir(cfg, r.engine_dir, args.checkpoint, backend=r.backend,
+                                                device=r.device)
+        if note:
+            print(f"menet run: {note}", file=sys.stderr)
         selection = select_backend(cfg, r.engine_dir, backend=r.backend, device=r.device, precision=r.precision)
-    except (BackendError, EngineError) as exc:
+    except (BackendError, EngineError, EngineCacheError) as exc:
         print(f"menet run: {exc}", file=sys.stderr)
         return 2
     print(f"menet run: runtime backend {selection.backend} ({selection.reason})", file=sys.stderr)
-    if selection.backend == "pytorch" and selection.device == "cpu" and r.backend == "auto":
+    if selection.backend == "pytorch" and selection.device == "cpu" and r.backend == "auto" and not asked_auto:
         # the tiny MFE, the engine's whole load, runs ~2x faster in ONNX Runtime: 16 live cameras on two
-        # cores against 8 (docs/benchmarks.md, "16 cameras")
-        print("menet run: on CPU, ONNX Runtime runs the backbone about twice as fast (16 cameras on two cores "
-              "against 8): `menet build-engine --checkpoint CKPT --out ENGINES` once, then --engine-dir ENGINES",
+        # cores against 14 (docs/benchmarks.md, "16 cameras")
+        print("menet run: on CPU, ONNX Runtime runs the backbone about twice as fast (16 live cameras on two "
+              "cores against 14): --engine-dir auto (stream.runtime.engine_dir: auto) builds its graphs once",
               file=sys.stderr)
     if args.hop is not None:
         if not 1 <= args.hop <= cfg.data.window:
