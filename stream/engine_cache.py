@@ -12,7 +12,9 @@ graphs of the old one.
 What ``auto`` does not do: TensorRT plans (a GPU build takes minutes and belongs to ``menet
 build-engine`` on the target box), and anything on ``device: cuda`` (PyTorch on the GPU is the
 faster path there than ONNX Runtime on the CPU). Without a checkpoint (random weights) there is
-nothing worth caching: PyTorch.
+nothing worth caching: PyTorch. Nor does it stop a run: when the cache folder cannot be written or
+the exported graphs do not match PyTorch, the run goes on with PyTorch and says why; only a
+checkpoint it cannot read is an error (the run could not load it either).
 
 Cache folder: ``$MENET_ENGINE_CACHE``, else ``$XDG_CACHE_HOME/menet/engines``, else
 ``~/.cache/menet/engines``; one subfolder ``<config name>-<config hash>-<checkpoint sha256[:16]>``.
@@ -36,7 +38,11 @@ COMPLETE = "manifest.json"  # written last by build_engines
 
 
 class EngineCacheError(RuntimeError):
-    """``engine_dir: auto`` could not provide graphs (unreadable checkpoint, failed export or parity)."""
+    """``engine_dir: auto`` was given a checkpoint it cannot read."""
+
+
+class _NoGraphs(RuntimeError):
+    """The graphs could not be built or did not match PyTorch: run on PyTorch, saying why."""
 
 
 def cache_root() -> Path:
@@ -70,7 +76,10 @@ def resolve_engine_dir(cfg: MENetConfig, engine_dir: str | None, checkpoint: str
     target = cache_dir_for(cfg, checkpoint)
     if (target / COMPLETE).is_file():
         return str(target), f"engine_dir auto: ONNX graphs from the cache, {target}"
-    _build(cfg, Path(checkpoint), target)
+    try:
+        _build(cfg, Path(checkpoint), target)
+    except (_NoGraphs, OSError) as exc:  # e.g. a read-only home: slower, but the pipeline runs
+        return None, f"engine_dir auto: no ONNX graphs ({exc}); running PyTorch"
     return str(target), f"engine_dir auto: ONNX graphs built for {checkpoint} into {target}"
 
 
@@ -87,12 +96,15 @@ def _build(cfg: MENetConfig, checkpoint: Path, target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".build-", dir=target.parent))
     log.info("engine_dir auto: exporting the ONNX graphs of %s (once per checkpoint) ...", checkpoint)
     try:
-        report = build_engines(cfg, build_model(cfg, ckpt), tmp, checkpoint=ckpt, precision="fp32",
-                               verify=True, tensorrt=False)
+        try:
+            report = build_engines(cfg, build_model(cfg, ckpt), tmp, checkpoint=ckpt, precision="fp32",
+                                   verify=True, tensorrt=False)
+        except Exception as exc:  # an export torch.onnx cannot do: PyTorch runs the network as it is
+            raise _NoGraphs(f"export failed: {exc}") from exc
         if not report.parity_ok:
             bad = [f"{r.stage}/{r.output} max abs {r.max_abs:.2g}" for r in report.parity if not r.ok]
-            raise EngineCacheError(f"engine_dir auto: the exported graphs differ from PyTorch beyond their "
-                                   f"tolerance ({', '.join(bad)}); `menet build-engine --verify` shows every output")
+            raise _NoGraphs(f"the exported graphs differ from PyTorch beyond their tolerance ({', '.join(bad)}); "
+                            f"`menet build-engine --verify` shows every output")
         try:
             tmp.rename(target)
         except OSError:  # another process finished the same build first: use its folder

@@ -233,4 +233,7 @@ def runtime_choice(cfg: StreamConfig) -> "RuntimeChoice":
     from engine.runtime.split import RuntimeChoice  # torch: only the workers need it
 
     r = cfg.stream.runtime
-    return RuntimeChoice(r.backend, r.device, r.precision, r.engine_dir, threads=r.threads or None)
+    # `auto` is resolved by the command that starts the stages (stream/engine_cache.py); left unresolved
+    # (stages built in process, e.g. a test or a script) it means no engines: PyTorch
+    engine_dir = None if r.engine_dir == "auto" else r.engine_dir
+    return RuntimeChoice(r.backend, r.device, r.precision, engine_dir, threads=r.threads or None)

@@ -56,6 +56,16 @@ def test_auto_leaves_pytorch_where_graphs_do_not_apply(stream_setup, cache: Path
     assert not cache.exists()  # nothing was built
 
 
+def test_auto_runs_pytorch_when_the_cache_cannot_be_written(stream_setup, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream.engine_cache import resolve_engine_dir
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("MENET_ENGINE_CACHE", str(blocker / "cache"))  # under a file: cannot be created
+    path, note = resolve_engine_dir(stream_setup["cfg"], "auto", stream_setup["ckpt"])
+    assert path is None and "running PyTorch" in note and "a-file" in note
+
+
 def test_menet_run_refuses_an_unusable_auto_checkpoint(stream_setup, cache: Path, tmp_path: Path, capsys) -> None:
     from stream.cli import main
     bad = tmp_path / "bad.pt"

@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         # the tiny MFE, the engine's whole load, runs ~2x faster in ONNX Runtime: 16 live cameras on two
         # cores against 14 (docs/benchmarks.md, "16 cameras")
         print("menet run: on CPU, ONNX Runtime runs the backbone about twice as fast (16 live cameras on two "
-              "cores against 14): --engine-dir auto (stream.runtime.engine_dir: auto) builds its graphs once",
+              "cores against 14): stream.runtime.engine_dir: auto (--engine-dir auto) exports its graphs once",
               file=sys.stderr)
     if args.hop is not None:
         if not 1 <= args.hop <= cfg.data.window:
