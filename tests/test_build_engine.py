@@ -151,6 +151,14 @@ def test_build_without_checkpoint_and_cli_errors(tmp_path: Path, capsys: pytest.
     assert cli(["build-engine", "--out", str(tmp_path / "x")]) == 2
 
 
+def test_build_engine_from_the_checkpoint_alone(built: dict, tmp_path: Path) -> None:
+    """No --config: the checkpoint's stored config (no stream section) is built with the stream defaults."""
+    out = tmp_path / "from-ckpt"
+    assert cli(["build-engine", "--checkpoint", str(built["ckpt"]), "--out", str(out), "--no-tensorrt"]) == 0
+    index = json.loads((out / "manifest.json").read_text())
+    assert [b["stage"] for b in index["built"]] == ["mfe", "mrem", "dense"]
+
+
 @pytest.mark.slow
 def test_thumos14_export_and_parity(tmp_path: Path) -> None:
     """The paper config (R(2+1)D-34, 16x112x112 clips, window 256): export and fp32 parity, batch 1."""

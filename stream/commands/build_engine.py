@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from build_engine.parity import format_parity
     from engine.checkpoint import CheckpointError, load_checkpoint
     from engine.config import ConfigError
-    from stream.settings import load_config
+    from stream.settings import as_stream_config, load_config
     from engine.runtime.base import BackendError
     from engine.runtime.manifest import EngineError
     from engine.runtime.torch_backend import build_model
@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, CheckpointError) as exc:
         return fail(str(exc))
     if cfg is None:
-        cfg = ckpt.config  # type: ignore[union-attr]
+        # the checkpoint's stored config has no stream section: its defaults (stream.engine.max_batch)
+        cfg = as_stream_config(ckpt.config)  # type: ignore[union-attr]
     if ckpt is None:
         print("warning: no --checkpoint: exporting random weights (fine for trying the build and for latency, "
               "meaningless for detections)", file=sys.stderr)
