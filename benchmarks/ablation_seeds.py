@@ -88,6 +88,11 @@ VARIANTS: dict[str, dict] = {
     # that the paper's plain L2 over mostly low-tIoU random anchors pulls toward 0
     "best-match-balanced-mfe": {"train": {"best_match": True, "reg_loss": "balanced"},
                                 "model": {"segment_input": "mfe"}},
+    # the shipped recipe with its training videos resampled in time by up to 1.25x each way
+    # (train.time_scale): the detector finds every training action and misses a tenth of the
+    # validation ones, short or long (docs/results.md "Where the 0.75 gap is")
+    "best-match-mfe-time-1.25": {"train": {"best_match": True, "time_scale": 1.25},
+                                 "model": {"segment_input": "mfe"}},
 }
 
 TIOU = np.linspace(0.5, 0.95, 10)

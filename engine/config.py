@@ -145,6 +145,13 @@ class TrainConfig:
     # window edges fall anywhere in a scene, as they do on a camera. The paper is silent (its
     # windows are fixed); 0 keeps the fixed layout.
     window_shift: int = 0
+    # THUMOS mode, training only: each epoch a training window's video is resampled in time by a
+    # factor drawn log-uniformly from [1 / time_scale, time_scale] (linear interpolation of its
+    # snippet features, ground truth scaled with it; the window keeps its centre), so every action
+    # is also seen shorter and longer than it was filmed. The paper is silent on augmentation (its
+    # ActivityNet inputs are all resampled to one length, which is this with a per-video factor);
+    # 1.0 keeps the videos as extracted.
+    time_scale: float = 1.0
     seed: int = 0
 
 
@@ -590,6 +597,7 @@ def _validate(cfg: MENetConfig, problems: _Problems) -> None:
         check(value >= 1, key, f"must be >= 1, got {value}")
     check(m.segment_context >= 0, "model.segment_context", f"must be >= 0, got {m.segment_context}")
     check(0 <= t.segment_jitter < 0.5, "train.segment_jitter", f"must be in [0, 0.5), got {t.segment_jitter}")
+    check(1.0 <= t.time_scale <= 4.0, "train.time_scale", f"must be in [1, 4] (1 = off), got {t.time_scale}")
     check(0 <= t.window_shift < d.window, "train.window_shift",
           f"must be in 0..data.window - 1 ({d.window - 1}), got {t.window_shift}")
     check(1 <= cfg.inference.labels_per_proposal <= d.num_classes, "inference.labels_per_proposal",

@@ -238,6 +238,56 @@ def test_window_shift_moves_training_windows_into_the_scene(tmp_path: Path, smal
     assert all(val.shifted(i) is None for i in range(len(val)))
 
 
+def test_time_scale_resamples_training_windows(tmp_path: Path, small_cfg_path: Path) -> None:
+    # a 60-snippet video whose feature at snippet i is i; window 32, GT snippets [36, 44) and [4, 8)
+    store = FeatureStore(tmp_path)
+    store.write_settings(FeatureSettings("tiny", "movement+total", 128, 4, 4, [32, 32], 36))
+    store.write(VideoFeatureMeta("v", 10.0, 240, 60), np.repeat(np.arange(60, dtype=np.float32)[:, None], 128, 1))
+    gt = ground_truth_from_annotations([("v", 1.6, 3.2, "spin"), ("v", 14.4, 17.6, "sway")],
+                                       subsets={"v": "training"})
+    cfg = load_config(small_cfg_path)
+    assert cfg.train.time_scale == 1.0  # off by default: the videos as extracted
+    assert all(WindowDataset(cfg, store, gt, "training", training=True).rescaled(i) is None for i in range(2))
+    cfg.train.time_scale = 1.5
+    ds = WindowDataset(cfg, store, gt, "training", training=True)
+    factors = set()
+    for epoch in range(10):
+        ds.set_epoch(epoch)
+        for index, sample in enumerate(ds.samples):
+            feats, targets, _ = ds[index]
+            scaled = ds.rescaled(index)
+            if scaled is None:
+                continue
+            window, moved = scaled
+            assert torch.equal(window, feats)
+            factor = sample.seconds_per_snippet / moved.seconds_per_snippet
+            assert 1 / 1.5 - 0.02 <= factor <= 1.5 + 0.02
+            factors.add(round(factor, 3))
+            # the features are the video's, resampled: snippet j of the window shows video time
+            # (moved.start + j + 0.5) / factor - 0.5 (linear interpolation, clamped to the video)
+            j = np.arange(moved.valid)
+            expected = np.clip((moved.start + j + 0.5) / factor - 0.5, 0, 59)
+            np.testing.assert_allclose(window[0, :moved.valid].numpy(), expected, atol=1e-3)
+            assert float(window[:, moved.valid:].abs().sum()) == 0.0  # padded past the resampled video
+            # its ground truth is the video's scaled by the same factor, cut by the window
+            for seg in moved.segments:
+                video_seg = (seg + moved.start) / factor
+                assert any(np.allclose(video_seg, g, atol=1e-6) or (seg[0] == 0 or seg[1] == 32)
+                           for g in ([4, 8], [36, 44]))
+            assert len(targets) == len(cfg.level_lengths())
+            # the same epoch draws the same window again (a resumed run sees the same data)
+            assert torch.equal(ds[index][0], feats)
+    assert len(factors) > 5  # it does vary
+    cfg_val = load_config(small_cfg_path)
+    cfg_val.train.time_scale = 1.5
+    val = WindowDataset(cfg_val, store, gt, "training", training=False)
+    assert all(val.rescaled(i) is None for i in range(len(val)))  # validation windows are never resampled
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"extends: {small_cfg_path}\ntrain: {{time_scale: 0.5}}\n")
+    with pytest.raises(Exception, match="train.time_scale"):
+        load_config(bad)
+
+
 def test_window_shift_must_fit_a_window(tmp_path: Path, small_cfg_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"extends: {small_cfg_path}\ntrain: {{window_shift: 999}}\n")

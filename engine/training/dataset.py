@@ -270,14 +270,51 @@ class WindowDataset(Dataset):
         return WindowSample(s.video, start, min(cfg.data.window, length - start), s.seconds_per_snippet,
                             clipped[keep], labels[keep])
 
+    def rescaled(self, index: int) -> tuple[torch.Tensor, WindowSample] | None:
+        """Training window ``index`` cut from its video resampled in time (``train.time_scale``):
+        (features [C, window], the window with its ground truth scaled and re-cut), or None when
+        the option is off or the draw keeps no ground truth (the window is then used as laid
+        out). The factor is log-uniform in [1 / time_scale, time_scale], drawn from (train.seed,
+        epoch, index) like the window shifts; the resampled window keeps the original one's
+        centre (clamped into the resampled video) and is not shifted."""
+        cfg = self.cfg
+        if not self.training or cfg.train.time_scale <= 1.0 or cfg.data.mode == "activitynet":
+            return None
+        s = self.samples[index]
+        rng = np.random.default_rng((cfg.train.seed, self.epoch, index, 1))  # a stream apart from the shifts'
+        bound = float(np.log(cfg.train.time_scale))
+        feats = torch.from_numpy(self._features[s.video])  # [L, C]
+        length = feats.shape[0]
+        new_length = max(1, int(round(length * float(np.exp(rng.uniform(-bound, bound))))))
+        factor = new_length / length
+        w = cfg.data.window
+        centre = (s.start + w / 2) * factor
+        start = int(min(max(0, round(centre - w / 2)), max(0, new_length - 1)))
+        segs, labels = self._video_segments[s.video]
+        clipped, keep = window_ground_truth(segs * factor, start, w, cfg.data.window_gt, cfg.data.window_gt_coverage)
+        if not keep.any():
+            return None
+        resampled = F.interpolate(feats.T[None], size=new_length, mode="linear", align_corners=False)[0]
+        window = resampled[:, start:start + w]
+        if window.shape[1] < w:
+            window = F.pad(window, (0, w - window.shape[1]))
+        sample = WindowSample(s.video, start, min(w, new_length - start), s.seconds_per_snippet / factor,
+                              clipped[keep], labels[keep])
+        return window.contiguous(), sample
+
+    def _targets_of(self, sample: WindowSample) -> list[LevelTargets]:
+        return assign_window(sample.segments, sample.labels, self.cfg.level_lengths(), self.cfg.max_durations(),
+                             self.cfg.data.num_classes, self.cfg.train.positive_iou, window=self.cfg.data.window,
+                             best_match=self.cfg.train.best_match)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, list[LevelTargets], int]:
+        scaled = self.rescaled(index)
+        if scaled is not None:
+            return scaled[0], self._targets_of(scaled[1]), index
         moved = self.shifted(index)
         if moved is None:
             return self.window_features(self.samples[index]), self.targets(index), index
-        targets = assign_window(moved.segments, moved.labels, self.cfg.level_lengths(), self.cfg.max_durations(),
-                                self.cfg.data.num_classes, self.cfg.train.positive_iou, window=self.cfg.data.window,
-                                best_match=self.cfg.train.best_match)
-        return self.window_features(moved), targets, index
+        return self.window_features(moved), self._targets_of(moved), index
 
 
 def collate(batch: list[tuple[torch.Tensor, list[LevelTargets], int]]):
