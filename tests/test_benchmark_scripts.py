@@ -32,6 +32,8 @@ QUICK_OUTPUT = {
     "bench_delay.py": ["| hop | guard (s) | delay p50 / p95 (s) |", "| 8 | 1 |"],
     "replay_delay.py": ["min_score 0: delay p50", "messages per camera"],
     "decoding_study.py": ["| variant | seeds |", "| no pair cap (every candidate pair, as the paper) | 0 |"],
+    "missed_actions.py": ["| subset | short actions missed | longer actions missed |", "| training |",
+                          "| validation |", "| actions | n | anchor tIoU | P_s | P_e | cls | reg |"],
     "ablation_seeds.py": ["window-shift", "validation average_mAP:", "long label_accuracy:", "| variant | seeds |"],
     "bench_transport.py": ["| ipc |", "| tcp |", "| MFE, batch 1 |", "| MREM | window |",
                            "| decode (sparse anchors, random weights) |", "| merge + Soft-NMS"],
