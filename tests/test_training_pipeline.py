@@ -193,13 +193,18 @@ def test_window_gt_rules_on_a_half_inside_ground_truth(tmp_path: Path, small_cfg
                                [[24, 32]])
 
 
-def test_window_shift_moves_training_windows_into_the_scene(tmp_path: Path, small_cfg_path: Path) -> None:
-    # a 60-snippet video whose feature at snippet i is i; window 32, GT snippets [36, 44) and [4, 8)
-    store = FeatureStore(tmp_path)
+def _ramp_video(root: Path) -> tuple[FeatureStore, object]:
+    """A 60-snippet video whose feature at snippet i is i; window 32, GT snippets [36, 44) and [4, 8)."""
+    store = FeatureStore(root)
     store.write_settings(FeatureSettings("tiny", "movement+total", 128, 4, 4, [32, 32], 36))
     store.write(VideoFeatureMeta("v", 10.0, 240, 60), np.repeat(np.arange(60, dtype=np.float32)[:, None], 128, 1))
     gt = ground_truth_from_annotations([("v", 1.6, 3.2, "spin"), ("v", 14.4, 17.6, "sway")],
                                        subsets={"v": "training"})
+    return store, gt
+
+
+def test_window_shift_moves_training_windows_into_the_scene(tmp_path: Path, small_cfg_path: Path) -> None:
+    store, gt = _ramp_video(tmp_path)
     cfg = load_config(small_cfg_path)
     fixed = WindowDataset(cfg, store, gt, "training", training=True)
     assert cfg.train.window_shift == 0  # the paper's fixed layout stays the default
@@ -239,12 +244,7 @@ def test_window_shift_moves_training_windows_into_the_scene(tmp_path: Path, smal
 
 
 def test_time_scale_resamples_training_windows(tmp_path: Path, small_cfg_path: Path) -> None:
-    # a 60-snippet video whose feature at snippet i is i; window 32, GT snippets [36, 44) and [4, 8)
-    store = FeatureStore(tmp_path)
-    store.write_settings(FeatureSettings("tiny", "movement+total", 128, 4, 4, [32, 32], 36))
-    store.write(VideoFeatureMeta("v", 10.0, 240, 60), np.repeat(np.arange(60, dtype=np.float32)[:, None], 128, 1))
-    gt = ground_truth_from_annotations([("v", 1.6, 3.2, "spin"), ("v", 14.4, 17.6, "sway")],
-                                       subsets={"v": "training"})
+    store, gt = _ramp_video(tmp_path)
     cfg = load_config(small_cfg_path)
     assert cfg.train.time_scale == 1.0  # off by default: the videos as extracted
     assert all(WindowDataset(cfg, store, gt, "training", training=True).rescaled(i) is None for i in range(2))
