@@ -50,6 +50,7 @@ class DemoReport:
     show_min_score: float = 0.0  # events below this score are counted and scored, not printed
     printed: int = 0
     delays: DelayReport = field(default_factory=DelayReport)
+    runtime: list[str] = field(default_factory=list)  # what `menet run` said of its backend and engine cache
 
     def compute_latency(self, q: float) -> float:
         """Percentile of the events' ``latency_s``: newest snippet captured -> event published."""
@@ -138,8 +139,15 @@ def run_demo(cfg_name: str = "stream", checkpoint: Path = BUNDLED_CHECKPOINT, se
                         proc.kill()
                 sub.close()
         report.wall_seconds = time.monotonic() - t0
+        report.runtime = runtime_lines(log_path.read_text(errors="replace"))
     score(report)
     return report
+
+
+def runtime_lines(log: str) -> list[str]:
+    """``menet run``'s own lines about where the network ran (backend, engine cache), from its log."""
+    return [line[len("menet run: "):].strip() for line in log.splitlines()
+            if line.startswith("menet run: ") and ("runtime backend" in line or "engine" in line)]
 
 
 def _collect(report: DemoReport, sub: Subscriber, proc: subprocess.Popen, out: Callable[[str], None],
@@ -198,4 +206,5 @@ def format_report(r: DemoReport, top: int = 3) -> str:
         f"p95 {r.compute_latency(95):.2f} s",
         f"  dropped snippets: {r.dropped_snippets}; wall time {r.wall_seconds:.1f} s",
     ]
+    lines += [f"  menet run: {line}" for line in r.runtime]
     return "\n".join(lines)

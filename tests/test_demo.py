@@ -10,7 +10,7 @@ import pytest
 
 from engine.checkpoint import load_checkpoint
 from stream.settings import load_config
-from stream.demo import BUNDLED_CHECKPOINT, DemoReport, score
+from stream.demo import BUNDLED_CHECKPOINT, DemoReport, format_report, runtime_lines, score
 
 
 needs_bundle = pytest.mark.skipif(
@@ -37,6 +37,19 @@ def test_scoring_of_a_perfect_and_an_empty_run() -> None:
     assert empty.average_mAP == 0.0 and empty.matched[0][1] is None
 
 
+def test_the_summary_says_where_the_network_ran() -> None:
+    log = ("2026-12-02 INFO stream.supervisor: starting\n"
+           "menet run: engine_dir auto: ONNX graphs from the cache, /home/u/.cache/menet/engines/tiny-1-ab\n"
+           "menet run: runtime backend onnxruntime (engine directory /home/u/.cache/menet/engines/tiny-1-ab)\n"
+           "menet run: --hop must be in 1..128, got 0\n")
+    lines = runtime_lines(log)
+    assert lines == ["engine_dir auto: ONNX graphs from the cache, /home/u/.cache/menet/engines/tiny-1-ab",
+                     "runtime backend onnxruntime (engine directory /home/u/.cache/menet/engines/tiny-1-ab)"]
+    report = DemoReport([(1.0, 3.0, "sway")], runtime=lines)
+    score(report)
+    assert "  menet run: runtime backend onnxruntime (engine directory" in format_report(report)
+
+
 @needs_bundle
 @pytest.mark.slow
 def test_demo_finds_the_actions(tmp_path: Path, repo_root: Path) -> None:
@@ -52,6 +65,8 @@ def test_demo_finds_the_actions(tmp_path: Path, repo_root: Path) -> None:
     # `spin` but scored 25 points lower on the 80 validation videos, docs/results.md); a random
     # checkpoint scores ~0. Half of the measured figure leaves room for timing-dependent batching.
     assert summary["mAP@0.5"] >= 0.17
+    assert any(line.startswith("runtime backend ") for line in summary["runtime"])  # it says what ran
+    assert "menet run: runtime backend " in proc.stdout
 
 
 @pytest.mark.slow

@@ -53,5 +53,6 @@ def run(args: argparse.Namespace) -> int:
             "first_published_mAP@0.5": report.first_mAP_at_05, "lifecycle_updates": report.updates,
             "detection_delay": report.delays.summary(),
             "compute_latency_p50_s": report.compute_latency(50), "compute_latency_p95_s": report.compute_latency(95),
-            "dropped_snippets": report.dropped_snippets, "wall_seconds": report.wall_seconds}, indent=1))
+            "dropped_snippets": report.dropped_snippets, "wall_seconds": report.wall_seconds,
+            "runtime": report.runtime}, indent=1))
     return 0
