@@ -31,6 +31,11 @@ BUNDLED_CHECKPOINT = REPO_ROOT / "checkpoints" / "menet-tiny-synth.pt"
 DEMO_TIOU = np.linspace(0.5, 0.95, 10)
 
 
+# a false event at this score or above is one a subscriber would act on (the shipped checkpoint's true
+# events score 0.02-0.96; most false ones below 0.1)
+FALSE_EVENT_SCORE = 0.5
+
+
 @dataclass
 class DemoReport:
     truth: list[tuple[float, float, str]]
@@ -51,6 +56,10 @@ class DemoReport:
     printed: int = 0
     delays: DelayReport = field(default_factory=DelayReport)
     runtime: list[str] = field(default_factory=list)  # what `menet run` said of its backend and engine cache
+    false_events: list[dict[str, Any]] = field(default_factory=list)  # finals matching no true action
+
+    def confident_false_events(self, min_score: float = FALSE_EVENT_SCORE) -> list[dict[str, Any]]:
+        return [e for e in self.false_events if e["score"] >= min_score]
 
     def compute_latency(self, q: float) -> float:
         """Percentile of the events' ``latency_s``: newest snippet captured -> event published."""
@@ -91,6 +100,10 @@ def score(report: DemoReport, video: str = "demo") -> None:
     if first:
         report.first_mAP_at_05 = float(evaluate(first).mAP[0])
     report.delays = detection_delays(report.truth, report.announced)
+    report.false_events = sorted(
+        (e for e in report.events
+         if not any(e["label"] == lab and _tiou((e["start"], e["end"]), (s, t)) >= 0.5 for s, t, lab in report.truth)),
+        key=lambda e: -e["score"])
     for seg in report.truth:
         same = [e for e in report.events if e["label"] == seg[2]]
         best = max(same, key=lambda e: _tiou((e["start"], e["end"]), seg[:2]), default=None)
@@ -206,5 +219,10 @@ def format_report(r: DemoReport, top: int = 3) -> str:
         f"p95 {r.compute_latency(95):.2f} s",
         f"  dropped snippets: {r.dropped_snippets}; wall time {r.wall_seconds:.1f} s",
     ]
+    confident = r.confident_false_events()
+    worst = (f" (highest: {confident[0]['label']} {confident[0]['start']:.2f}-{confident[0]['end']:.2f} s, score "
+             f"{confident[0]['score']:.3f})" if confident else "")
+    lines.insert(-1, f"  false events (finals matching no true action: same label, tIoU >= 0.5): {len(r.false_events)} "
+                     f"of {len(r.events)}; {len(confident)} score >= {FALSE_EVENT_SCORE:g}{worst}")
     lines += [f"  menet run: {line}" for line in r.runtime]
     return "\n".join(lines)

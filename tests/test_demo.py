@@ -37,6 +37,21 @@ def test_scoring_of_a_perfect_and_an_empty_run() -> None:
     assert empty.average_mAP == 0.0 and empty.matched[0][1] is None
 
 
+def test_the_summary_counts_false_events() -> None:
+    truth = [(1.0, 3.0, "sway"), (10.0, 20.0, "spin")]
+    events = [{"start": 1.0, "end": 3.0, "label": "sway", "score": 0.9},   # true
+              {"start": 1.0, "end": 3.0, "label": "spin", "score": 0.6},   # right place, wrong label
+              {"start": 30.0, "end": 40.0, "label": "spin", "score": 0.8},  # nothing there
+              {"start": 10.0, "end": 13.0, "label": "spin", "score": 0.1}]  # tIoU 0.3
+    report = DemoReport(truth, events=events)
+    score(report)
+    assert [e["score"] for e in report.false_events] == [0.8, 0.6, 0.1]
+    assert [e["score"] for e in report.confident_false_events()] == [0.8, 0.6]
+    text = format_report(report)
+    assert ("false events (finals matching no true action: same label, tIoU >= 0.5): 3 of 4; 2 score >= 0.5 "
+            "(highest: spin 30.00-40.00 s, score 0.800)") in text
+
+
 def test_the_summary_says_where_the_network_ran() -> None:
     log = ("2026-12-02 INFO stream.supervisor: starting\n"
            "menet run: engine_dir auto: ONNX graphs from the cache, /home/u/.cache/menet/engines/tiny-1-ab\n"
@@ -67,6 +82,7 @@ def test_demo_finds_the_actions(tmp_path: Path, repo_root: Path) -> None:
     assert summary["mAP@0.5"] >= 0.17
     assert any(line.startswith("runtime backend ") for line in summary["runtime"])  # it says what ran
     assert "menet run: runtime backend " in proc.stdout
+    assert summary["false_events"] >= summary["false_events_above_0.5"] >= 0 and "false events" in proc.stdout
 
 
 @pytest.mark.slow
