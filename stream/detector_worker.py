@@ -317,9 +317,9 @@ def detector_main(cfg: StreamConfig, checkpoint: str | None, window_endpoint: st
     stages = DetectorStages(cfg, checkpoint, runtime_choice(cfg))
     shell.control.wait_first(5.0)
     core = DetectorCore(cfg, stages, stages.class_names, metrics, epoch=lambda: shell.control.state.epoch)
-    hwm = cfg.stream.transport.queue_size
     pull = shell.socket(zmq.PULL, window_endpoint, bind=False)
-    pub = shell.socket(zmq.XPUB, event_endpoint, bind=True, hwm=max(hwm, 1000), options={zmq.XPUB_VERBOSE: 1})
+    pub = shell.socket(zmq.XPUB, event_endpoint, bind=True, hwm=cfg.stream.transport.event_queue_size,
+                       options={zmq.XPUB_VERBOSE: 1})
     subscribers = 0
     shell.serve_metrics(lambda: {"streams": sorted(core.streams), "subscriptions": subscribers})
     log.info("detector: windows from %s, events on %s", window_endpoint, event_endpoint)

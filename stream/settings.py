@@ -29,7 +29,12 @@ class TransportSettings:
     window_endpoint: str | None = None  # engine -> detector; None: ipc:// in a per-run temp dir
     event_endpoint: str = "tcp://127.0.0.1:5560"  # detector PUB, topic = stream id
     control_endpoint: str | None = None  # supervisor REP (`menet sources`); None: ipc:// in the per-run temp dir
-    queue_size: int = 64  # ZMQ high-water marks (messages) on every socket
+    queue_size: int = 64  # ZMQ high-water marks (messages) on every socket but the event socket
+    # the detector's event socket, per subscriber: a file's last window releases its finals and every
+    # retraction at once (a thousand messages and more), which a 1000-message mark dropped, with the
+    # stream's eos behind them. Bounded all the same: a subscriber that stops reading holds this many
+    # messages (~0.5 KiB each) before ZMQ drops for it (subscribers count the gaps: `seq`).
+    event_queue_size: int = 100_000
     metrics_port: int = 0  # 0 = metrics disabled; else supervisor P, detector P+1, engine P+2, grabbers P+3..
     metrics_host: str = "127.0.0.1"  # where /metrics and /health listen; 0.0.0.0 in a container (probes, scrapes)
     # a fleet (`menet grabber`): the snippet endpoints of its engines; each stream goes to exactly one,
@@ -166,6 +171,8 @@ def check_stream_settings(s: StreamSettings, check: Callable[[bool, str, str], N
           f"must be > 0 seconds (or null: never), got {e.max_snippet_age_s}")
     check(1 <= t.queue_size <= 1_000_000, "stream.transport.queue_size",
           f"must be in 1..1000000, got {t.queue_size}")
+    check(1000 <= t.event_queue_size <= 10_000_000, "stream.transport.event_queue_size",
+          f"must be in 1000..10000000, got {t.event_queue_size}")
     check(0 <= t.metrics_port <= 65535 - 3, "stream.transport.metrics_port",
           f"must be 0 (off) or a port number, got {t.metrics_port}")
     check(d.max_lag_s >= 0, "stream.detector.max_lag_s", f"must be >= 0, got {d.max_lag_s}")

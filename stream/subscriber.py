@@ -63,6 +63,13 @@ class Subscriber:
         self.types = types
         self.malformed = 0
         self.endpoint = endpoints[0] if len(endpoints) == 1 else endpoints
+        # messages the detector published that never arrived (ZeroMQ drops for a subscriber that falls
+        # stream.transport.event_queue_size behind): gaps in its `seq`, one counter per detector process.
+        # Only countable when this socket receives everything one detector publishes.
+        self.tracks_losses = len(endpoints) == 1 and self.streams is None
+        self.lost = 0
+        self.publisher_restarts = 0  # seq went back: a new detector process (its own count from 0)
+        self._last_seq: int | None = None
 
     def recv(self, timeout: float | None = None) -> P.Message | None:
         """The next kept message, or ``None`` after ``timeout`` seconds without one."""
@@ -78,6 +85,7 @@ class Subscriber:
                 self.malformed += 1
                 log.warning("subscriber: malformed message dropped: %s", exc)
                 continue
+            self._count_losses(msg.header.get("seq"))
             if self.streams is not None and msg.topic not in self.streams:
                 continue  # prefix match of another stream id
             if self.types is not None and msg.type not in self.types:
@@ -97,6 +105,20 @@ class Subscriber:
                 if self.final_only and event_state(h) != "final":
                     continue
             return msg
+
+    def _count_losses(self, seq: Any) -> None:
+        if not self.tracks_losses or not isinstance(seq, int) or isinstance(seq, bool):
+            return
+        last, self._last_seq = self._last_seq, seq
+        if last is None:
+            return
+        if seq <= last:
+            self.publisher_restarts += 1
+        elif seq > last + 1:
+            self.lost += seq - last - 1
+            log.warning("subscriber: %d message(s) from the detector lost (seq %d..%d): this subscriber fell "
+                        "stream.transport.event_queue_size messages behind; %d lost so far", seq - last - 1,
+                        last + 1, seq - 1, self.lost)
 
     def __iter__(self) -> Iterator[P.Message]:
         while True:

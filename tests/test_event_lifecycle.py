@@ -131,3 +131,35 @@ def test_subscribe_min_score_follows_an_event_once_shown() -> None:
     assert printed == [("a", "provisional", 0.2), ("a", "provisional", 0.04), ("a", "final", 0.03),
                        ("c", "final", 0.5)]
     assert shown == set()  # nothing in flight is remembered after its last message
+
+
+def test_subscriber_counts_the_messages_it_lost() -> None:
+    """Gaps in the detector's `seq` are counted (ZeroMQ drops silently for a subscriber that falls behind);
+    seq going back is a new detector process, not a loss; a filtered subscription cannot tell."""
+    import time
+
+    import zmq
+
+    from stream import protocol as P
+    from stream.subscriber import Subscriber
+    from stream_support import free_port
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.bind(endpoint)
+    subs = [Subscriber(endpoint), Subscriber(endpoint, streams=["cam"])]
+    time.sleep(0.5)
+    for seq in (0, 1, 2, 5, 6, 0, 1, 3):  # 3 and 4 lost; a restart; 2 lost
+        pub.send_multipart(P.encode(P.make_header(P.STATUS, seq, stream="cam", state="live", t=1e9), topic="cam"))
+    try:
+        for sub in subs:
+            while sub.recv(1.0) is not None:
+                pass
+        assert (subs[0].lost, subs[0].publisher_restarts) == (3, 1)
+        assert subs[1].tracks_losses is False and subs[1].lost == 0
+    finally:
+        for sub in subs:
+            sub.close()
+        pub.close()
+        ctx.term()

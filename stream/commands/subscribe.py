@@ -96,7 +96,11 @@ def run(args: argparse.Namespace) -> int:
     with Subscriber(endpoints, args.stream, dedup=not args.no_dedup, curve=curve, final_only=args.final_only) as sub:
         try:
             while True:
+                lost = sub.lost
                 msg = sub.recv(args.timeout or None)
+                if sub.lost > lost:  # said on stderr: the printed stream stays events only
+                    print(f"menet subscribe: {sub.lost - lost} message(s) from the detector lost (this subscriber "
+                          f"fell behind; {sub.lost} so far)", file=sys.stderr, flush=True)
                 if msg is None:
                     return 0
                 h = msg.header
