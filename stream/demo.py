@@ -57,6 +57,7 @@ class DemoReport:
     delays: DelayReport = field(default_factory=DelayReport)
     runtime: list[str] = field(default_factory=list)  # what `menet run` said of its backend and engine cache
     false_events: list[dict[str, Any]] = field(default_factory=list)  # finals matching no true action
+    lost_messages: int = 0  # published by the detector, never received (gaps in its seq)
 
     def confident_false_events(self, min_score: float = FALSE_EVENT_SCORE) -> list[dict[str, Any]]:
         return [e for e in self.false_events if e["score"] >= min_score]
@@ -143,6 +144,7 @@ def run_demo(cfg_name: str = "stream", checkpoint: Path = BUNDLED_CHECKPOINT, se
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
             try:
                 _collect(report, sub, proc, out, t0, timeout, log)
+                report.lost_messages = sub.lost
             finally:
                 if proc.poll() is None:
                     proc.terminate()
@@ -217,7 +219,8 @@ def format_report(r: DemoReport, top: int = 3) -> str:
         f"{r.delays.reported} of {len(r.delays.actions)} true actions reported",
         f"  compute latency (newest snippet captured -> event published): p50 {r.compute_latency(50):.2f} s, "
         f"p95 {r.compute_latency(95):.2f} s",
-        f"  dropped snippets: {r.dropped_snippets}; wall time {r.wall_seconds:.1f} s",
+        f"  dropped snippets: {r.dropped_snippets}; event messages lost on the way: {r.lost_messages}; "
+        f"wall time {r.wall_seconds:.1f} s",
     ]
     confident = r.confident_false_events()
     worst = (f" (highest: {confident[0]['label']} {confident[0]['start']:.2f}-{confident[0]['end']:.2f} s, score "

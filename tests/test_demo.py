@@ -83,6 +83,7 @@ def test_demo_finds_the_actions(tmp_path: Path, repo_root: Path) -> None:
     assert any(line.startswith("runtime backend ") for line in summary["runtime"])  # it says what ran
     assert "menet run: runtime backend " in proc.stdout
     assert summary["false_events"] >= summary["false_events_above_0.5"] >= 0 and "false events" in proc.stdout
+    assert summary["lost_messages"] == 0
 
 
 @pytest.mark.slow

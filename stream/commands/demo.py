@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             "detection_delay": report.delays.summary(),
             "compute_latency_p50_s": report.compute_latency(50), "compute_latency_p95_s": report.compute_latency(95),
             "dropped_snippets": report.dropped_snippets, "wall_seconds": report.wall_seconds,
-            "false_events": len(report.false_events),
+            "lost_messages": report.lost_messages, "false_events": len(report.false_events),
             "false_events_above_0.5": len(report.confident_false_events()),
             "runtime": report.runtime}, indent=1))
     return 0
