@@ -33,8 +33,9 @@ class TransportSettings:
     # the detector's event socket, per subscriber: a file's last window releases its finals and every
     # retraction at once (a thousand messages and more), which a 1000-message mark dropped, with the
     # stream's eos behind them. Bounded all the same: a subscriber that stops reading holds this many
-    # messages (~0.5 KiB each) before ZMQ drops for it (subscribers count the gaps: `seq`).
-    event_queue_size: int = 100_000
+    # messages (~0.5 KiB each, ~2 MB) before ZMQ drops for it (subscribers count the gaps: `seq`);
+    # 100,000 and 10,000 let a lagging subscriber grow the detector by ~10 MB a minute in the soak
+    event_queue_size: int = 3_000
     metrics_port: int = 0  # 0 = metrics disabled; else supervisor P, detector P+1, engine P+2, grabbers P+3..
     metrics_host: str = "127.0.0.1"  # where /metrics and /health listen; 0.0.0.0 in a container (probes, scrapes)
     # a fleet (`menet grabber`): the snippet endpoints of its engines; each stream goes to exactly one,
