@@ -93,6 +93,11 @@ VARIANTS: dict[str, dict] = {
     # validation ones, short or long (docs/results.md "Where the 0.75 gap is")
     "best-match-mfe-time-1.25": {"train": {"best_match": True, "time_scale": 1.25},
                                  "model": {"segment_input": "mfe"}},
+    # session 17: the shipped recipe also trained on windows with no action in them
+    # (train.idle_windows); run it on a store whose training videos have long idle stretches
+    # (docs/results.md "Idle windows"), with best-match-mfe on the same store as its control
+    "best-match-mfe-idle": {"train": {"best_match": True, "idle_windows": True},
+                            "model": {"segment_input": "mfe"}},
 }
 
 TIOU = np.linspace(0.5, 0.95, 10)

@@ -152,6 +152,11 @@ class TrainConfig:
     # ActivityNet inputs are all resampled to one length, which is this with a per-video factor);
     # 1.0 keeps the videos as extracted.
     time_scale: float = 1.0
+    # THUMOS mode: keep training windows that hold no ground truth ("idle" windows: a scene with
+    # nothing happening), where every anchor is a negative for P_s / P_e, IoU-ASP and Offset-ASP.
+    # The paper is silent; G-TAD, whose THUMOS windowing it follows, trains only on windows with
+    # an action, which false keeps. A camera spends most of its time idle.
+    idle_windows: bool = False
     seed: int = 0
 
 

@@ -227,6 +227,22 @@ def test_cli_run_tiny_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert len(list((out / "videos").glob("*.mp4"))) == 2
 
 
+def test_cli_few_short_actions_leave_idle_stretches(tmp_path: Path) -> None:
+    # --max-actions and --scale-range: one short action per long video, the rest of the scene idle
+    out = tmp_path / "idle"
+    args = _parser().parse_args(["synth", "--out", str(out), "--num-videos", "3", "--seed", "4",
+                                 "--size", "32x32", "--fps", "10", "--duration-range", "20,24",
+                                 "--max-actions", "1", "--scale-range", "0.05,0.1", "--val-fraction", "0"])
+    assert synth_cmd.run(args) == 0
+    ann = json.loads((out / "annotations.json").read_text())["database"]
+    assert len(ann) == 3
+    for video in ann.values():
+        assert len(video["annotations"]) == 1
+        start, end = video["annotations"][0]["segment"]
+        assert 0.05 * video["duration"] - 0.1 <= end - start <= 0.1 * video["duration"] + 0.1
+    assert json.loads((out / "generator.json").read_text())["max_actions"] == 1
+
+
 @pytest.mark.parametrize(
     "argv, flag",
     [
@@ -238,6 +254,10 @@ def test_cli_run_tiny_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         (["--val-fraction", "1"], "--val-fraction"),
         (["--num-videos", "0"], "--num-videos"),
         (["--fps", "0"], "--fps"),
+        (["--max-actions", "0"], "--max-actions"),
+        (["--scale-range", "0.5,0.2"], "--scale-range"),
+        (["--scale-range", "0.1,1.5"], "--scale-range"),
+        (["--scale-range", "x"], "--scale-range"),
     ],
 )
 def test_cli_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], flag: str) -> None:

@@ -288,6 +288,56 @@ def test_time_scale_resamples_training_windows(tmp_path: Path, small_cfg_path: P
         load_config(bad)
 
 
+def test_idle_windows_train_the_detector_that_nothing_is_there(tmp_path: Path, small_cfg_path: Path) -> None:
+    from engine.model.menet import TemporalDetector
+    from engine.training.losses import menet_loss
+    from engine.training.sampler import AnchorSampler
+    from engine.training.dataset import collate
+
+    # a 100-snippet scene with one action at snippets [4, 8): windows 0, 16, ..., 68 (window 32)
+    store = FeatureStore(tmp_path)
+    store.write_settings(FeatureSettings("tiny", "movement+total", 128, 4, 4, [32, 32], 36))
+    rng = np.random.default_rng(0)
+    store.write(VideoFeatureMeta("v", 10.0, 400, 100), rng.standard_normal((100, 128)).astype(np.float32))
+    gt = ground_truth_from_annotations([("v", 1.6, 3.2, "spin")], subsets={"v": "training"})
+    cfg = load_config(small_cfg_path)
+    assert cfg.train.idle_windows is False  # G-TAD's rule stays the default: windows with an action only
+    action_only = WindowDataset(cfg, store, gt, "training", training=True)
+    assert [s.start for s in action_only.samples] == [0]
+    cfg.train.idle_windows = True
+    ds = WindowDataset(cfg, store, gt, "training", training=True)
+    idle = [i for i, s in enumerate(ds.samples) if len(s.segments) == 0]
+    assert len(ds) > 1 and len(idle) == len(ds) - 1  # every other window of the scene, kept
+    # validation windows were always all kept; the option changes training only
+    assert len(WindowDataset(cfg, store, gt, "training", training=False)) == len(ds)
+
+    # a batch of idle windows trains: finite loss, every anchor a negative, gradients that move
+    # P_s / P_e and IoU-ASP towards "nothing here"
+    torch.manual_seed(0)
+    model = TemporalDetector(cfg, cfg.feature_channels)
+    sampler = AnchorSampler.from_config(cfg, schedule="two-stage")
+    feats, targets, _ = collate([ds[i] for i in idle[:2]])
+    cells = sampler.sample_levels("generalization", epoch=0, step=0)
+    terms = menet_loss(model(feats, cells), targets, cells, cfg.train.lambda1, cfg.train.lambda2,
+                       cfg.train.positive_iou, reg_loss=cfg.train.reg_loss)
+    assert all(torch.isfinite(v) for v in terms.values())
+    assert float(terms["total"].detach()) > 0
+    terms["total"].backward()
+    assert sum(float(p.grad.abs().sum()) for p in model.parameters() if p.grad is not None) > 0
+    before = model(feats, cells)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(20):
+        out = model(feats, cells)
+        loss = menet_loss(out, targets, cells, cfg.train.lambda1, cfg.train.lambda2, cfg.train.positive_iou)
+        optimizer.zero_grad()
+        loss["total"].backward()
+        optimizer.step()
+    after = model(feats, cells)
+    for b, a in zip(before, after):
+        assert float(a.start.mean()) < float(b.start.mean())  # P_s falls where nothing starts
+        assert float(a.end.mean()) < float(b.end.mean())
+
+
 def test_window_shift_must_fit_a_window(tmp_path: Path, small_cfg_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"extends: {small_cfg_path}\ntrain: {{window_shift: 999}}\n")

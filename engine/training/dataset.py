@@ -213,8 +213,8 @@ class WindowDataset(Dataset):
         out = []
         for start in window_starts(length, d.window, d.hop):
             clipped, keep = window_ground_truth(segs, start, d.window, d.window_gt, d.window_gt_coverage)
-            if training and not keep.any():
-                continue
+            if training and not keep.any() and not self.cfg.train.idle_windows:
+                continue  # G-TAD's rule: training windows hold an action (train.idle_windows keeps the rest)
             out.append(WindowSample(video, start, min(d.window, length - start), sps, clipped[keep], labels[keep]))
         return out
 

@@ -13,12 +13,16 @@ DEFAULT_FPS = 25.0
 DEFAULT_DURATION_RANGE = "20,40"
 DEFAULT_NUM_CLASSES = 5
 DEFAULT_VAL_FRACTION = 0.25
+DEFAULT_MAX_ACTIONS = 4
+DEFAULT_SCALE_RANGE = "0.02,0.8"
 
 _DESCRIPTION = """\
 Generate the synthetic "movement submergence" benchmark: textured static scenes in
 which the object of every class is visible for the whole video and moves with its
-class-specific motion only inside annotated action segments (scales 2-80 %% of the
-video), under sensor noise, camera jitter and brightness flicker.
+class-specific motion only inside annotated action segments (1 to --max-actions per
+video, scales 2-80 %% of the video by default), under sensor noise, camera jitter and
+brightness flicker. Few short actions in long videos (e.g. --duration-range 80,120
+--max-actions 1 --scale-range 0.02,0.1) give scenes with long idle stretches.
 
 Writes DIR/videos/*.mp4, DIR/annotations.json (ActivityNet format), DIR/split.json,
 DIR/classes.txt and DIR/generator.json. Re-running resumes: complete videos are
@@ -53,6 +57,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help=f"number of action classes, 1-8 (default {DEFAULT_NUM_CLASSES})")
     p.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION, metavar="F",
                    help=f"fraction of videos in the validation subset, [0, 1) (default {DEFAULT_VAL_FRACTION:g})")
+    p.add_argument("--max-actions", type=int, default=DEFAULT_MAX_ACTIONS, metavar="N",
+                   help=f"at most N actions per video, at least 1 (default {DEFAULT_MAX_ACTIONS})")
+    p.add_argument("--scale-range", default=DEFAULT_SCALE_RANGE, metavar="A,B",
+                   help="action length range as a fraction of its video, 0 < A <= B <= 1 "
+                        f"(default {DEFAULT_SCALE_RANGE})")
     p.set_defaults(func=run)
 
 
@@ -68,7 +77,8 @@ def _parse_size(value: object) -> tuple[int, int]:
     return width, height
 
 
-def _parse_duration_range(value: object) -> tuple[float, float]:
+def _parse_pair(flag: str, value: object, example: str) -> tuple[float, float]:
+    """``A,B`` (or a 2-sequence) as two finite floats with 0 < A <= B."""
     if isinstance(value, (tuple, list)) and len(value) == 2:
         parts = [str(v) for v in value]
     else:
@@ -76,10 +86,14 @@ def _parse_duration_range(value: object) -> tuple[float, float]:
     try:
         lo, hi = (float(x) for x in parts)
     except ValueError:
-        raise _ArgError(f"--duration-range: expected A,B in seconds such as 20,40, got {value!r}") from None
+        raise _ArgError(f"{flag}: expected A,B such as {example}, got {value!r}") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
-        raise _ArgError(f"--duration-range: need 0 < A <= B, got {value!r}")
+        raise _ArgError(f"{flag}: need 0 < A <= B, got {value!r}")
     return lo, hi
+
+
+def _parse_duration_range(value: object) -> tuple[float, float]:
+    return _parse_pair("--duration-range", value, "20,40 (seconds)")
 
 
 def _number(args: argparse.Namespace, attr: str, kind: type, default: object) -> Any:
@@ -121,8 +135,15 @@ def _validate(args: argparse.Namespace) -> dict:
     val_fraction = _number(args, "val_fraction", float, DEFAULT_VAL_FRACTION)
     if not 0 <= val_fraction < 1:
         raise _ArgError(f"--val-fraction: must be in [0, 1), got {val_fraction}")
+    max_actions = _number(args, "max_actions", int, DEFAULT_MAX_ACTIONS)
+    if max_actions < 1:
+        raise _ArgError(f"--max-actions: must be >= 1, got {max_actions}")
+    scale_range = _parse_pair("--scale-range", getattr(args, "scale_range", DEFAULT_SCALE_RANGE), "0.02,0.8")
+    if scale_range[1] > 1:
+        raise _ArgError(f"--scale-range: an action cannot be longer than its video (B <= 1), got {scale_range[1]:g}")
     return dict(out_dir=out, num_videos=num_videos, seed=seed, width=width, height=height, fps=fps,
-                duration_range=duration_range, num_classes=num_classes, val_fraction=val_fraction)
+                duration_range=duration_range, num_classes=num_classes, val_fraction=val_fraction,
+                max_actions=max_actions, scale_range=scale_range)
 
 
 def run(args: argparse.Namespace) -> int:
