@@ -30,6 +30,7 @@ import functools
 import json
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -500,9 +501,15 @@ class DatasetConfig:
     sensor_noise: float = 5.0
     jitter_px: float = 0.2
     flicker: float = 0.005
+    # file stem of video i is f"{name_prefix}{i:05d}": two datasets with different prefixes can
+    # share one feature store and be trained on together (`menet train --annotations A B`)
+    name_prefix: str = "synth_"
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the offending parameter."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", self.name_prefix):
+            raise ValueError(f"name_prefix must be 1-64 letters, digits, '_', '-' or '.' (not first), "
+                             f"got {self.name_prefix!r}")
         if self.width < 32 or self.height < 32 or self.width % 2 or self.height % 2:
             raise ValueError(f"size must be even and at least 32x32, got {self.width}x{self.height}")
         if not (self.fps > 0 and math.isfinite(self.fps)):
@@ -529,13 +536,15 @@ class DatasetConfig:
         d = asdict(self)
         d["duration_range"] = list(self.duration_range)
         d["scale_range"] = list(self.scale_range)
+        if self.name_prefix == DatasetConfig.name_prefix:
+            del d["name_prefix"]  # the default: generator.json files written before the option stay valid
         d["version"] = SYNTH_VERSION
         return d
 
 
-def video_name(index: int) -> str:
+def video_name(index: int, prefix: str = "synth_") -> str:
     """File stem of dataset video ``index``."""
-    return f"synth_{index:05d}"
+    return f"{prefix}{index:05d}"
 
 
 def dataset_specs(num_videos: int, config: DatasetConfig | None = None) -> list[tuple[str, VideoSpec]]:
@@ -556,7 +565,7 @@ def dataset_specs(num_videos: int, config: DatasetConfig | None = None) -> list[
             scale_range=config.scale_range, min_gap_s=config.min_gap_s,
             max_distractors=config.max_distractors, sensor_noise=config.sensor_noise,
             jitter_px=config.jitter_px, flicker=config.flicker)
-        specs.append((video_name(i), spec))
+        specs.append((video_name(i, config.name_prefix), spec))
     return specs
 
 

@@ -232,15 +232,20 @@ def test_cli_few_short_actions_leave_idle_stretches(tmp_path: Path) -> None:
     out = tmp_path / "idle"
     args = _parser().parse_args(["synth", "--out", str(out), "--num-videos", "3", "--seed", "4",
                                  "--size", "32x32", "--fps", "10", "--duration-range", "20,24",
-                                 "--max-actions", "1", "--scale-range", "0.05,0.1", "--val-fraction", "0"])
+                                 "--max-actions", "1", "--scale-range", "0.05,0.1", "--val-fraction", "0",
+                                 "--name-prefix", "idle_"])
     assert synth_cmd.run(args) == 0
     ann = json.loads((out / "annotations.json").read_text())["database"]
-    assert len(ann) == 3
+    assert sorted(ann) == ["idle_00000", "idle_00001", "idle_00002"]  # names apart from the benchmark's
+    assert sorted(p.stem for p in (out / "videos").glob("*.mp4")) == sorted(ann)
     for video in ann.values():
         assert len(video["annotations"]) == 1
         start, end = video["annotations"][0]["segment"]
         assert 0.05 * video["duration"] - 0.1 <= end - start <= 0.1 * video["duration"] + 0.1
-    assert json.loads((out / "generator.json").read_text())["max_actions"] == 1
+    params = json.loads((out / "generator.json").read_text())
+    assert params["max_actions"] == 1 and params["name_prefix"] == "idle_"
+    # the default prefix is not written: datasets generated before the option still resume
+    assert "name_prefix" not in DatasetConfig().to_json()
 
 
 @pytest.mark.parametrize(
@@ -258,6 +263,7 @@ def test_cli_few_short_actions_leave_idle_stretches(tmp_path: Path) -> None:
         (["--scale-range", "0.5,0.2"], "--scale-range"),
         (["--scale-range", "0.1,1.5"], "--scale-range"),
         (["--scale-range", "x"], "--scale-range"),
+        (["--name-prefix", "../x"], "--name-prefix"),
     ],
 )
 def test_cli_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], flag: str) -> None:

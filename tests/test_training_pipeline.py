@@ -412,6 +412,35 @@ def test_cli_train_prints_the_skipped_count(tmp_path: Path, small_cfg_path: Path
     assert "best: epoch 1, train.selection last" in out
 
 
+def test_cli_train_on_two_annotation_files_in_one_store(tmp_path: Path, small_cfg_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    # a benchmark plus extra (idle) training videos extracted into the same feature store
+    from stream.cli import main
+    _store(tmp_path / "f", {"a": 48, "b": 48, "idle_a": 120})
+    bench = {"database": {"a": {"subset": "training", "duration": 19.2,
+                                "annotations": [{"segment": [2.0, 6.0], "label": "spin"}]},
+                          "b": {"subset": "validation", "duration": 19.2,
+                                "annotations": [{"segment": [3.0, 8.0], "label": "sway"}]}}}
+    extra = {"database": {"idle_a": {"subset": "training", "duration": 48.0,
+                                     "annotations": [{"segment": [40.0, 44.0], "label": "pulse"}]}}}
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    (tmp_path / "extra.json").write_text(json.dumps(extra))
+    capsys.readouterr()
+    assert main(["train", "--config", str(small_cfg_path), "--features", str(tmp_path / "f"),
+                 "--annotations", str(tmp_path / "bench.json"), str(tmp_path / "extra.json"),
+                 "--out", str(tmp_path / "run"), "--epochs", "1", "--no-progress", "--no-val-map",
+                 "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "training: 2 videos" in out  # a from the benchmark, idle_a from the extra file; b validates
+    # the same video in both files: refused, naming the file and the way out
+    (tmp_path / "dup.json").write_text(json.dumps({"database": {"a": bench["database"]["a"]}}))
+    assert main(["train", "--config", str(small_cfg_path), "--features", str(tmp_path / "f"),
+                 "--annotations", str(tmp_path / "bench.json"), str(tmp_path / "dup.json"),
+                 "--out", str(tmp_path / "run2"), "--epochs", "1", "--no-progress", "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "dup.json: video 'a' is also in" in err and "--name-prefix" in err
+
+
 def test_dataset_wrong_feature_dimension(small_data: dict[str, Path], small_cfg_path: Path) -> None:
     cfg = load_config(small_cfg_path)
     cfg.model.backbone = "r2plus1d_18"  # expects 1024-d

@@ -19,7 +19,7 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -300,6 +300,39 @@ def load_ground_truth(path: PathLike, subset: str | None = None) -> GroundTruth:
     else:
         raise EvaluationInputError(f"{path}: ground truth not found")
     return gt.select(subset)
+
+
+def merge_ground_truths(parts: Sequence[GroundTruth]) -> GroundTruth:
+    """One ground truth of several (e.g. a benchmark and extra training videos in one feature
+    store). A video named in two of them is an error naming both sources: which one's segments
+    would count is not ours to guess. Classes keep their first appearance across the parts."""
+    if len(parts) == 1:
+        return parts[0]
+    owner: dict[str, str] = {}
+    videos: dict[str, str | None] = {}
+    rows: list[tuple[str, float, float, str]] = []
+    for gt in parts:
+        for video, subset in gt.videos.items():
+            if video in owner:
+                raise EvaluationInputError(f"{gt.source}: video {video!r} is also in {owner[video]}; "
+                                           "give the datasets distinct video names (menet synth --name-prefix)")
+            owner[video] = gt.source
+            videos[video] = subset
+        rows += [(str(v), float(a), float(b), str(lab)) for v, a, b, lab in
+                 zip(gt.inst_videos, gt.inst_starts, gt.inst_ends, gt.inst_labels)]
+        rows += [(str(v), float(a), float(b), AMBIGUOUS) for v, a, b in zip(gt.amb_videos, gt.amb_starts, gt.amb_ends)]
+    order = list(dict.fromkeys(c for gt in parts for c in gt.classes))
+    ids = {i + 1: name for i, name in enumerate(sorted(order))}
+    return _build(" + ".join(gt.source for gt in parts), videos, rows, order, ids, "sorted label names, 1-based")
+
+
+def load_ground_truths(paths: PathLike | Sequence[PathLike], subset: str | None = None) -> GroundTruth:
+    """:func:`load_ground_truth` of one path, or the merge of several (:func:`merge_ground_truths`)."""
+    if isinstance(paths, (str, os.PathLike)):
+        return load_ground_truth(paths, subset)
+    if not paths:
+        raise EvaluationInputError("no ground-truth file given")
+    return merge_ground_truths([load_ground_truth(p) for p in paths]).select(subset)
 
 
 # --------------------------------------------------------------------------- alignment

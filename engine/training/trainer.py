@@ -32,7 +32,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader
 
 from ..checkpoint import Checkpoint, CheckpointError, config_differences, load_checkpoint, save_checkpoint
 from ..config import MENetConfig, TrainConfig
-from ..evaluation.ground_truth import GroundTruth, load_ground_truth
+from ..evaluation.ground_truth import GroundTruth, load_ground_truth, load_ground_truths
 from ..features import FeatureStore
 from ..model.menet import TemporalDetector
 from ..model.weights import read_state_dict
@@ -217,7 +217,8 @@ def fit_segment_labeller(path: Path, cfg: MENetConfig, train_set: WindowDataset,
     return added
 
 
-def train(cfg: MENetConfig, features: str | Path, annotations: str | Path, out_dir: str | Path, *,
+def train(cfg: MENetConfig, features: str | Path, annotations: str | Path | Sequence[str | Path],
+          out_dir: str | Path, *,
           train_subset: str = "training", val_subset: str | None = "validation",
           schedule: Schedule = "two-stage", resume: bool = True, device: str = "cpu",
           progress: bool = True, validate_map: bool = True, num_threads: int | None = None,
@@ -246,7 +247,7 @@ def train(cfg: MENetConfig, features: str | Path, annotations: str | Path, out_d
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     store = FeatureStore(features)
-    gt = load_ground_truth(annotations)
+    gt = load_ground_truths(annotations)  # several files: one ground truth (distinct video names)
     selection = cfg.train.selection
     # with the segment labeller, per-epoch mAP measures localisation: labels come after the detector
     agnostic = cfg.model.labeller == "segment"
@@ -255,7 +256,7 @@ def train(cfg: MENetConfig, features: str | Path, annotations: str | Path, out_d
         holdout_videos = split_holdout(gt.select(train_subset), cfg.train.holdout_fraction, cfg.train.seed)
     train_set = WindowDataset(cfg, store, gt, train_subset, training=True, exclude=holdout_videos)
     if len(train_set) == 0:
-        raise TrainingDataError(f"{annotations}: no training windows in subset {train_subset!r}")
+        raise TrainingDataError(f"{gt.source}: no training windows in subset {train_subset!r}")
     val_set = None
     if val_subset:
         val_set = WindowDataset(cfg, store, gt, val_subset, training=False, class_names=train_set.class_names)
@@ -268,10 +269,10 @@ def train(cfg: MENetConfig, features: str | Path, annotations: str | Path, out_d
         evaluation = set(gt.select(val_subset).videos) if val_subset else set()
         overlap = sorted(set(holdout_videos) & evaluation)
         if overlap:  # only when the training and validation subsets share videos
-            raise TrainingDataError(f"{annotations}: held-out videos {overlap[:5]} are also in the validation "
+            raise TrainingDataError(f"{gt.source}: held-out videos {overlap[:5]} are also in the validation "
                                     f"subset {val_subset!r}: selection must not see the evaluation videos")
         if not holdout_set.videos:
-            raise TrainingDataError(f"{annotations}: every held-out video was skipped (bad annotations); "
+            raise TrainingDataError(f"{gt.source}: every held-out video was skipped (bad annotations); "
                                     f"raise train.holdout_fraction or change train.seed")
     skipped = sorted({s.video for ds in (train_set, val_set, holdout_set) if ds is not None for s in ds.skipped})
     if rank == 0:

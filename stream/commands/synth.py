@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from typing import Any
 
@@ -15,6 +16,7 @@ DEFAULT_NUM_CLASSES = 5
 DEFAULT_VAL_FRACTION = 0.25
 DEFAULT_MAX_ACTIONS = 4
 DEFAULT_SCALE_RANGE = "0.02,0.8"
+DEFAULT_NAME_PREFIX = "synth_"
 
 _DESCRIPTION = """\
 Generate the synthetic "movement submergence" benchmark: textured static scenes in
@@ -62,6 +64,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scale-range", default=DEFAULT_SCALE_RANGE, metavar="A,B",
                    help="action length range as a fraction of its video, 0 < A <= B <= 1 "
                         f"(default {DEFAULT_SCALE_RANGE})")
+    p.add_argument("--name-prefix", default=DEFAULT_NAME_PREFIX, metavar="P",
+                   help=f"video names are P00000, P00001, ... (default {DEFAULT_NAME_PREFIX}); give a second "
+                        "dataset another prefix to extract it into the same feature store and train on "
+                        "both (menet train --annotations A B)")
     p.set_defaults(func=run)
 
 
@@ -141,9 +147,12 @@ def _validate(args: argparse.Namespace) -> dict:
     scale_range = _parse_pair("--scale-range", getattr(args, "scale_range", DEFAULT_SCALE_RANGE), "0.02,0.8")
     if scale_range[1] > 1:
         raise _ArgError(f"--scale-range: an action cannot be longer than its video (B <= 1), got {scale_range[1]:g}")
+    name_prefix = str(getattr(args, "name_prefix", DEFAULT_NAME_PREFIX))
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name_prefix):
+        raise _ArgError(f"--name-prefix: 1-64 letters, digits, '_', '-' or '.' (not first), got {name_prefix!r}")
     return dict(out_dir=out, num_videos=num_videos, seed=seed, width=width, height=height, fps=fps,
                 duration_range=duration_range, num_classes=num_classes, val_fraction=val_fraction,
-                max_actions=max_actions, scale_range=scale_range)
+                max_actions=max_actions, scale_range=scale_range, name_prefix=name_prefix)
 
 
 def run(args: argparse.Namespace) -> int:

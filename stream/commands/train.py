@@ -20,8 +20,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "several GPUs it uses DistributedDataParallel.")
     p.add_argument("--config", required=True, help="config file or shipped name")
     p.add_argument("--features", required=True, help="feature directory from `menet extract`")
-    p.add_argument("--annotations", required=True,
-                   help="ActivityNet-format JSON or THUMOS annotation folder")
+    p.add_argument("--annotations", required=True, nargs="+", metavar="FILE",
+                   help="ActivityNet-format JSON or THUMOS annotation folder; several are trained on as one "
+                        "(e.g. a benchmark and extra videos extracted into the same --features; video names "
+                        "must differ)")
     p.add_argument("--out", required=True, help="output directory for checkpoints and history")
     p.add_argument("--train-subset", default="training", help="subset to train on (default training)")
     p.add_argument("--val-subset", default="validation", help="subset to validate on ('' for none)")
