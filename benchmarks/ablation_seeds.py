@@ -95,7 +95,7 @@ VARIANTS: dict[str, dict] = {
                                  "model": {"segment_input": "mfe"}},
     # session 17: the shipped recipe also trained on windows with no action in them
     # (train.idle_windows); run it on a store whose training videos have long idle stretches
-    # (docs/results.md "Idle windows"), with best-match-mfe on the same store as its control
+    # (docs/results.md "Idle scenes"), with best-match-mfe on the same store as its control
     "best-match-mfe-idle": {"train": {"best_match": True, "idle_windows": True},
                             "model": {"segment_input": "mfe"}},
 }
