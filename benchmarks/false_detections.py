@@ -17,7 +17,6 @@ Video lengths come from the annotation file's ``duration`` fields (ActivityNet J
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import asdict, dataclass
@@ -29,8 +28,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.evaluation.ground_truth import load_ground_truth  # noqa: E402
-from engine.evaluation.results_format import read_predictions  # noqa: E402
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from short_actions import load_systems, systems_parser  # noqa: E402  (the same options)
 
 IDLE_INSIDE_FRACTION = 0.25  # a detection with less of itself inside true actions fired on idle time
 
@@ -106,24 +106,12 @@ def _tiou(a: tuple[float, float], b: tuple[float, float]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--annotations", required=True, help="ActivityNet-style ground truth with durations")
-    p.add_argument("--subset", default=None, help="only this subset's videos (e.g. validation)")
-    p.add_argument("--pred", action="append", required=True, metavar="NAME=FILE",
-                   help="a prediction file (ActivityNet JSON or THUMOS txt); repeat for several")
+    p = systems_parser(__doc__)
     p.add_argument("--min-score", type=float, default=0.5, help="count detections scoring at least this (0.5)")
-    p.add_argument("--json", default=None, help="also write the counts here")
     a = p.parse_args(argv)
-    gt = load_ground_truth(a.annotations)
-    gt = gt.select(a.subset) if a.subset else gt
+    gt, systems = load_systems(p, a)
     durations = video_durations(a.annotations, set(gt.videos))
-    rows = {}
-    for item in a.pred:
-        name, sep, path = item.partition("=")
-        if not sep:
-            p.error(f"--pred {item!r}: expected NAME=FILE")
-        rows[name] = count_false(gt, read_predictions(path), durations, a.min_score)
+    rows = {name: count_false(gt, preds, durations, a.min_score) for name, preds in systems.items()}
     first = next(iter(rows.values()))
     print(f"{first.videos} videos, {first.video_hours * 60:.1f} min, {first.idle_hours * 60:.1f} min of it idle; "
           f"detections scoring >= {a.min_score:g} that match no true action (label, tIoU 0.5)")

@@ -56,25 +56,39 @@ def short_action_outcomes(gt: Any, preds: Any, max_seconds: float = 3.0, tiou: f
     return counts
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+def systems_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every "several systems against one ground truth" study takes: --annotations,
+    --subset, --pred NAME=FILE (repeatable), --json."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
     p.add_argument("--annotations", required=True, help="ActivityNet-style ground truth")
     p.add_argument("--subset", default=None, help="only this subset (e.g. validation)")
     p.add_argument("--pred", action="append", required=True, metavar="NAME=FILE",
                    help="a prediction file (ActivityNet JSON or THUMOS txt); repeat for several")
-    p.add_argument("--max-seconds", type=float, default=3.0, help="shorter than this is short (default 3)")
-    p.add_argument("--tiou", type=float, default=0.75, help="'found' threshold (default 0.75)")
     p.add_argument("--json", default=None, help="also write the counts here")
-    a = p.parse_args(argv)
+    return p
+
+
+def load_systems(p: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """(the ground truth of --subset, {NAME: predictions}) of :func:`systems_parser`'s options."""
     gt = load_ground_truth(a.annotations)
     gt = gt.select(a.subset) if a.subset else gt
-    rows: dict[str, dict[str, int]] = {}
+    systems = {}
     for item in a.pred:
         name, sep, path = item.partition("=")
         if not sep:
             p.error(f"--pred {item!r}: expected NAME=FILE")
-        rows[name] = short_action_outcomes(gt, read_predictions(path), a.max_seconds, a.tiou)
+        systems[name] = read_predictions(path)
+    return gt, systems
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = systems_parser(__doc__)
+    p.add_argument("--max-seconds", type=float, default=3.0, help="shorter than this is short (default 3)")
+    p.add_argument("--tiou", type=float, default=0.75, help="'found' threshold (default 0.75)")
+    a = p.parse_args(argv)
+    gt, systems = load_systems(p, a)
+    rows = {name: short_action_outcomes(gt, preds, a.max_seconds, a.tiou) for name, preds in systems.items()}
     total = sum(next(iter(rows.values())).values())
     print(f"{total} actions shorter than {a.max_seconds:g} s")
     print("| system | " + " | ".join(KINDS) + " |")

@@ -60,3 +60,36 @@ def test_short_actions_count_only_right_label_at_the_tiou(tmp_path: Path) -> Non
     assert short_actions_found(gt, preds) == (1, 3)
     assert short_actions_found(gt, preds, tiou=0.5) == (2, 3)
     assert short_actions_found(gt, preds, max_seconds=20.0) == (2, 4)
+
+
+def test_false_detections_split_idle_time_from_actions(tmp_path: Path, capsys) -> None:
+    # benchmarks/false_detections.py: what a subscriber would act on that is not there
+    import json
+
+    from false_detections import count_false, main
+
+    ann = {"database": {"v": {"subset": "validation", "duration": 3600.0, "annotations": [
+        {"segment": [100.0, 110.0], "label": "a"},
+        {"segment": [200.0, 300.0], "label": "b"},
+    ]}}}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(ann))
+    gt = load_ground_truth(str(path))
+    results = {"v": [
+        {"segment": [100.0, 110.0], "label": "a", "score": 0.9},   # true: not false
+        {"segment": [1000.0, 1010.0], "label": "a", "score": 0.8},  # idle time, counted
+        {"segment": [1500.0, 1510.0], "label": "b", "score": 0.3},  # idle time but under 0.5: not acted on
+        {"segment": [200.0, 300.0], "label": "a", "score": 0.7},   # on an action, wrong label
+        {"segment": [295.0, 325.0], "label": "b", "score": 0.6},   # 5 of 30 s inside: idle (< a quarter)
+    ]}
+    counts = count_false(gt, predictions_from_results(results, source="test"), {"v": 3600.0})
+    assert (counts.detections, counts.false_idle, counts.false_on_action) == (4, 2, 1)
+    assert counts.highest_idle == 0.8
+    assert abs(counts.idle_hours - (3600 - 110) / 3600) < 1e-9  # idle time: outside every action
+    assert abs(counts.idle_per_idle_hour - 2 / counts.idle_hours) < 1e-9
+    pred = tmp_path / "pred.json"
+    pred.write_text(json.dumps({"results": results}))
+    assert main(["--annotations", str(path), "--pred", f"x={pred}", "--min-score", "0.2",
+                 "--json", str(tmp_path / "out.json")]) == 0
+    assert "| x | 5 | 3 |" in capsys.readouterr().out  # at 0.2 the 0.3 one counts too
+    assert json.loads((tmp_path / "out.json").read_text())["x"]["false_idle"] == 3
