@@ -93,3 +93,18 @@ def test_false_detections_split_idle_time_from_actions(tmp_path: Path, capsys) -
                  "--json", str(tmp_path / "out.json")]) == 0
     assert "| x | 5 | 3 |" in capsys.readouterr().out  # at 0.2 the 0.3 one counts too
     assert json.loads((tmp_path / "out.json").read_text())["x"]["false_idle"] == 3
+
+
+def test_every_variant_writes_a_config_that_loads(tmp_path: Path) -> None:
+    """A variant whose overlay names a wrong key or value (e.g. window_gt: "clipped") would only
+    fail an hour into an ablation; each one's run config must load as written."""
+    from ablation_seeds import VARIANTS, write_run_config
+    from engine.config import load_config
+
+    for variant in VARIANTS:
+        path, schedule = write_run_config(tmp_path, REPO / "configs" / "tiny.yaml", variant, 3)
+        cfg = load_config(path)
+        assert cfg.train.seed == 3, variant
+        assert schedule in ("two-stage", "generalization", "specialization", "bias"), (variant, schedule)  # menet train --schedule
+    clip = load_config(write_run_config(tmp_path, REPO / "configs" / "tiny.yaml", "best-match-mfe-clip", 0)[0])
+    assert clip.data.window_gt == "clip" and clip.train.best_match and clip.model.segment_input == "mfe"
