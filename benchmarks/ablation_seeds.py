@@ -122,6 +122,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1,2", help="comma list of train.seed values")
     p.add_argument("--reuse", action="append", default=[], metavar="VARIANT:SEED=CKPT")
     p.add_argument("--long-features", default=None, help="optional second set: longer unseen videos")
+    p.add_argument("--set", nargs=3, action="append", metavar=("NAME", "FEATURES", "ANNOTATIONS"),
+                   help="a further set scored on all its videos (repeatable), e.g. idle scenes or "
+                        "videos with actions longer than a window")
     p.add_argument("--long-annotations", default=None)
     p.add_argument("--jobs", type=int, default=1, help="trainings at a time")
     p.add_argument("--threads", type=int, default=1, help="torch threads per training and for scoring")
@@ -207,6 +210,7 @@ def train_missing(a: argparse.Namespace, runs: list[tuple[str, int]], reuse: dic
 # counts as found when a detection of its label overlaps it at tIoU >= SHORT_TIOU.
 SHORT_S = 3.0
 SHORT_TIOU = 0.75
+WINDOW_TIOU = 0.5  # actions longer than a window: found as a whole at the usual threshold
 
 
 def short_actions_found(gt: Any, preds: Any, max_seconds: float = SHORT_S,
@@ -222,6 +226,23 @@ def short_actions_found(gt: Any, preds: Any, max_seconds: float = SHORT_S,
         union = (e - s) + (gt.inst_ends[i] - gt.inst_starts[i]) - inter
         found += bool(np.any(inter >= tiou * union))
     return found, len(short)
+
+
+def window_actions_found(gt: Any, preds: Any, window_s: dict[str, float],
+                         tiou: float = WINDOW_TIOU) -> tuple[int, int]:
+    """(found, total) ground-truth actions longer than their video's window (``window_s`` per
+    video) that some detection of the same label overlaps at tIoU >= ``tiou``, whatever its score:
+    what the fragment join and chain (``inference.join`` / ``chain``) must put back together."""
+    found = 0
+    long_ones = [i for i in range(len(gt.inst_videos))
+                 if gt.inst_ends[i] - gt.inst_starts[i] > window_s.get(gt.inst_videos[i], np.inf)]
+    for i in long_ones:
+        same = (preds.videos == gt.inst_videos[i]) & (preds.labels == gt.inst_labels[i])
+        s, e = preds.starts[same], preds.ends[same]
+        inter = np.clip(np.minimum(e, gt.inst_ends[i]) - np.maximum(s, gt.inst_starts[i]), 0, None)
+        union = (e - s) + (gt.inst_ends[i] - gt.inst_starts[i]) - inter
+        found += bool(np.any(inter >= tiou * union))
+    return found, len(long_ones)
 
 
 def score(checkpoint: Path, features: str, annotations: str, subset: str | None,
@@ -255,6 +276,8 @@ def score(checkpoint: Path, features: str, annotations: str, subset: str | None,
     res = evaluate_detection(gt, preds, TIOU)
     acc = label_accuracy(gt, preds)
     short_found, short_total = short_actions_found(gt, preds)
+    window_s = {v: cfg.data.window * cfg.data.sigma / store.meta(v).fps for v in videos}
+    window_found, window_total = window_actions_found(gt, preds, window_s)
     proposals = detect_videos(model, cfg, store, videos, names, proposals_only=True)
     one = {v: [{**r, "label": "action"} for r in rows] for v, rows in proposals.items()}
     gt_one = dataclasses.replace(gt, inst_labels=np.full(len(gt.inst_labels), "action", dtype=object),
@@ -264,7 +287,8 @@ def score(checkpoint: Path, features: str, annotations: str, subset: str | None,
             "mAP@0.5": 100 * float(res.mAP[0]), "mAP@0.75": 100 * float(res.mAP[5]),
             "mAP@0.8": 100 * float(res.mAP[6]), "mAP@0.95": 100 * float(res.mAP[9]), "agnostic_average_mAP": 100 * agnostic.average_mAP,
             "label_accuracy": 100 * acc.accuracy, "labels_right": acc.right, "labels_found": acc.found,
-            "short_found": short_found, "short_total": short_total}
+            "short_found": short_found, "short_total": short_total,
+            "window_found": window_found, "window_total": window_total}
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
@@ -275,7 +299,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
         entry: dict[str, str] = {}
         for set_name in mine[0]["scores"]:
             for key in ("average_mAP", "mAP@0.5", "mAP@0.75", "mAP@0.8", "mAP@0.95", "agnostic_average_mAP",
-                        "label_accuracy", "short_found"):
+                        "label_accuracy", "short_found", "window_found"):
                 vals = [r["scores"][set_name][key] for r in mine if key in r["scores"][set_name]]
                 if not vals:
                     continue  # a report written before the figure was added
@@ -387,6 +411,8 @@ def run_study(a: argparse.Namespace) -> int:
         scores = {"validation": score(ckpt, a.features, a.annotations, "validation")}
         if a.long_features and a.long_annotations:
             scores["long"] = score(ckpt, a.long_features, a.long_annotations, None)
+        for name, features, annotations in a.set or []:
+            scores[name] = score(ckpt, features, annotations, None)
         rows.append({"variant": variant, "seed": seed, "checkpoint": str(ckpt), "scores": scores,
                      "train_minutes": minutes.get(f"{variant}-s{seed}")})
         print(json.dumps(rows[-1]), flush=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from ablation_seeds import markdown_table, short_actions_found, summarise  # noqa: E402
+from ablation_seeds import markdown_table, short_actions_found, summarise, window_actions_found  # noqa: E402
 from engine.evaluation.ground_truth import load_ground_truth  # noqa: E402
 from engine.evaluation.results_format import predictions_from_results  # noqa: E402
 
@@ -108,3 +108,30 @@ def test_every_variant_writes_a_config_that_loads(tmp_path: Path) -> None:
         assert schedule in ("two-stage", "generalization", "specialization", "bias"), (variant, schedule)  # menet train --schedule
     clip = load_config(write_run_config(tmp_path, REPO / "configs" / "tiny.yaml", "best-match-mfe-clip", 0)[0])
     assert clip.data.window_gt == "clip" and clip.train.best_match and clip.model.segment_input == "mfe"
+
+
+def test_actions_longer_than_a_window_count_per_video_window(tmp_path: Path) -> None:
+    """Only actions longer than their own video's window count; found = the same label at tIoU >= 0.5."""
+    import json
+
+    ann = {"database": {
+        "v": {"subset": "validation", "duration": 300.0, "annotations": [
+            {"segment": [10.0, 110.0], "label": "a"},   # long, found whole: tIoU 90/100
+            {"segment": [150.0, 250.0], "label": "a"},  # long, only fragments: best tIoU 40/100
+            {"segment": [260.0, 290.0], "label": "b"},  # 30 s: shorter than v's 41-s window
+        ]},
+        "w": {"subset": "validation", "duration": 300.0, "annotations": [
+            {"segment": [0.0, 30.0], "label": "b"},     # longer than w's 20-s window, wrong label only
+        ]}}}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(ann))
+    gt = load_ground_truth(str(path))
+    preds = predictions_from_results({
+        "v": [{"segment": [15.0, 105.0], "label": "a", "score": 0.01},
+              {"segment": [150.0, 190.0], "label": "a", "score": 0.9},
+              {"segment": [200.0, 240.0], "label": "a", "score": 0.9},
+              {"segment": [260.0, 290.0], "label": "b", "score": 0.9}],
+        "w": [{"segment": [0.0, 30.0], "label": "a", "score": 0.9}]}, source="test")
+    assert window_actions_found(gt, preds, {"v": 41.0, "w": 20.0}) == (1, 3)
+    assert window_actions_found(gt, preds, {"v": 41.0, "w": 20.0}, tiou=0.4) == (2, 3)
+    assert window_actions_found(gt, preds, {"v": 41.0}) == (1, 2)  # a video of no known window: none of its actions
