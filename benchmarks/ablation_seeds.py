@@ -213,19 +213,25 @@ SHORT_TIOU = 0.75
 WINDOW_TIOU = 0.5  # actions longer than a window: found as a whole at the usual threshold
 
 
-def short_actions_found(gt: Any, preds: Any, max_seconds: float = SHORT_S,
-                        tiou: float = SHORT_TIOU) -> tuple[int, int]:
-    """(found, total) ground-truth actions shorter than ``max_seconds`` that some detection of
-    the same label overlaps at tIoU >= ``tiou``; whatever its score, so this is recall."""
-    short = np.nonzero(gt.inst_ends - gt.inst_starts < max_seconds)[0]
+def _found(gt: Any, preds: Any, instances: Any, tiou: float) -> int:
+    """How many of these ground-truth instances some detection of the same label overlaps at
+    tIoU >= ``tiou``, whatever its score (recall)."""
     found = 0
-    for i in short:
+    for i in instances:
         same = (preds.videos == gt.inst_videos[i]) & (preds.labels == gt.inst_labels[i])
         s, e = preds.starts[same], preds.ends[same]
         inter = np.clip(np.minimum(e, gt.inst_ends[i]) - np.maximum(s, gt.inst_starts[i]), 0, None)
         union = (e - s) + (gt.inst_ends[i] - gt.inst_starts[i]) - inter
         found += bool(np.any(inter >= tiou * union))
-    return found, len(short)
+    return found
+
+
+def short_actions_found(gt: Any, preds: Any, max_seconds: float = SHORT_S,
+                        tiou: float = SHORT_TIOU) -> tuple[int, int]:
+    """(found, total) ground-truth actions shorter than ``max_seconds`` that some detection of
+    the same label overlaps at tIoU >= ``tiou``; whatever its score, so this is recall."""
+    short = np.nonzero(gt.inst_ends - gt.inst_starts < max_seconds)[0]
+    return _found(gt, preds, short, tiou), len(short)
 
 
 def window_actions_found(gt: Any, preds: Any, window_s: dict[str, float],
@@ -233,16 +239,9 @@ def window_actions_found(gt: Any, preds: Any, window_s: dict[str, float],
     """(found, total) ground-truth actions longer than their video's window (``window_s`` per
     video) that some detection of the same label overlaps at tIoU >= ``tiou``, whatever its score:
     what the fragment join and chain (``inference.join`` / ``chain``) must put back together."""
-    found = 0
     long_ones = [i for i in range(len(gt.inst_videos))
                  if gt.inst_ends[i] - gt.inst_starts[i] > window_s.get(gt.inst_videos[i], np.inf)]
-    for i in long_ones:
-        same = (preds.videos == gt.inst_videos[i]) & (preds.labels == gt.inst_labels[i])
-        s, e = preds.starts[same], preds.ends[same]
-        inter = np.clip(np.minimum(e, gt.inst_ends[i]) - np.maximum(s, gt.inst_starts[i]), 0, None)
-        union = (e - s) + (gt.inst_ends[i] - gt.inst_starts[i]) - inter
-        found += bool(np.any(inter >= tiou * union))
-    return found, len(long_ones)
+    return _found(gt, preds, long_ones, tiou), len(long_ones)
 
 
 def score(checkpoint: Path, features: str, annotations: str, subset: str | None,
