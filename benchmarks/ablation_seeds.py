@@ -104,6 +104,14 @@ VARIANTS: dict[str, dict] = {
     # than a window (docs/results.md "Actions longer than a window"), best-match-mfe its control
     "best-match-mfe-clip": {"data": {"window_gt": "clip"}, "train": {"best_match": True},
                             "model": {"segment_input": "mfe"}},
+    # session 19: the paper's Tables 5 and 7 again, on the shipped recipe and backbone (the
+    # session-7 tables used the first, 1000-step backbone and per-anchor labels). Base: F_total
+    # only, MREM replaced by a 1D conv; its segment classifier then reads F_total only too, so
+    # nothing of the movement half reaches either the boundaries or the labels
+    "best-match-mfe-base": {"model": {**PAPER_VARIANTS["base"]["model"], "segment_input": "mfe"},
+                            "train": {"best_match": True}},
+    "best-match-mfe-single-level": {"model": {**PAPER_VARIANTS["single-level"]["model"], "segment_input": "mfe"},
+                                    "train": {**PAPER_VARIANTS["single-level"]["train"], "best_match": True}},
 }
 
 TIOU = np.linspace(0.5, 0.95, 10)
