@@ -112,6 +112,11 @@ VARIANTS: dict[str, dict] = {
                             "train": {"best_match": True}},
     "best-match-mfe-single-level": {"model": {**PAPER_VARIANTS["single-level"]["model"], "segment_input": "mfe"},
                                     "train": {**PAPER_VARIANTS["single-level"]["train"], "best_match": True}},
+    # session 20: the paper's Table 8 on the same recipe: one stage of the two-stage schedule only
+    "best-match-mfe-generalization-only": {**PAPER_VARIANTS["generalization-only"],
+                                           "train": {"best_match": True}, "model": {"segment_input": "mfe"}},
+    "best-match-mfe-specialization-only": {**PAPER_VARIANTS["specialization-only"],
+                                           "train": {"best_match": True}, "model": {"segment_input": "mfe"}},
 }
 
 TIOU = np.linspace(0.5, 0.95, 10)
