@@ -117,6 +117,8 @@ VARIANTS: dict[str, dict] = {
                                            "train": {"best_match": True}, "model": {"segment_input": "mfe"}},
     "best-match-mfe-specialization-only": {**PAPER_VARIANTS["specialization-only"],
                                            "train": {"best_match": True}, "model": {"segment_input": "mfe"}},
+    # and the paper's "only Bias" row: anchors from each level's own scale range only
+    "best-match-mfe-bias-only": {"schedule": "bias", "train": {"best_match": True}, "model": {"segment_input": "mfe"}},
 }
 
 TIOU = np.linspace(0.5, 0.95, 10)
