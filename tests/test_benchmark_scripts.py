@@ -105,3 +105,27 @@ def test_short_actions_sorts_each_short_action_by_its_best_detection(tmp_path: P
     assert run.returncode == 0, run.stderr
     assert "5 actions shorter than 3 s" in run.stdout and "| m | 1 | 1 | 2 | 1 |" in run.stdout
     assert json.loads(out.read_text())["systems"]["m"] == {"found": 1, "imprecise": 1, "wrong label": 2, "missed": 1}
+
+
+def test_score_predictions_separates_localisation_from_labels(tmp_path: Path) -> None:
+    """benchmarks/score_predictions.py: exact segments with every label swapped score 0 labelled,
+    100 class-agnostic, 0 % labels right; the true labels score 100 on all three."""
+    import json
+    gt = {"database": {"v": {"subset": "validation", "duration": 60.0, "annotations": [
+        {"segment": [1.0, 5.0], "label": "a"}, {"segment": [20.0, 30.0], "label": "b"}]}}}
+    right = [{"segment": [1.0, 5.0], "label": "a", "score": 0.9}, {"segment": [20.0, 30.0], "label": "b", "score": 0.8}]
+    swapped = [{**r, "label": "b" if r["label"] == "a" else "a"} for r in right]
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "right.json").write_text(json.dumps({"results": {"v": right}}))
+    (tmp_path / "swapped.json").write_text(json.dumps({"results": {"v": swapped}}))
+    out = tmp_path / "scores.json"
+    run = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "score_predictions.py"), "--annotations",
+                          str(tmp_path / "gt.json"), "--subset", "validation",
+                          "--pred", f"right={tmp_path / 'right.json'}", "--pred", f"swapped={tmp_path / 'swapped.json'}",
+                          "--json", str(out)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    scores = json.loads(out.read_text())
+    assert scores["right"]["average_mAP"] == 100 and scores["right"]["labels_right_pct"] == 100
+    assert scores["swapped"]["average_mAP"] == 0 and scores["swapped"]["labels_right_pct"] == 0
+    assert scores["swapped"]["agnostic_average_mAP"] == 100 and scores["swapped"]["labels_found"] == 2
+    assert "| swapped | 0.0 |" in run.stdout
