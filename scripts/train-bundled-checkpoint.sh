@@ -32,7 +32,7 @@ $PY -m stream synth --out "$WORK/idle-synth" --num-videos 24 --seed 11 --duratio
 #    4000 steps with the rate decayed to 0 (clip accuracy 89 %; 1000 constant steps stopped at 68 %
 #    and left a quarter of the found actions mislabelled, docs/results.md "Longer backbone pretraining")
 #    The draw matters: --seed 1 and --seed 2 of this command gave detectors 16 and 21 points lower
-#    (--seed 1's still ahead of the peer on its own features; docs/results.md "Other draws of the
+#    (both still ahead of the peer on their own features; docs/results.md "Other draws of the
 #    backbone's pretraining"). Seed 0 on one thread (OMP_NUM_THREADS=1 above) reproduces the shipped draw.
 [ -f "$WORK/backbone.pt" ] || $PY -m stream pretrain-backbone --config tiny --videos "$WORK/synth/videos" \
     --annotations "$WORK/synth/annotations.json" --out "$WORK/backbone.pt" --steps 4000 --schedule cosine \
