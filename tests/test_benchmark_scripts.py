@@ -129,3 +129,42 @@ def test_score_predictions_separates_localisation_from_labels(tmp_path: Path) ->
     assert scores["swapped"]["average_mAP"] == 0 and scores["swapped"]["labels_right_pct"] == 0
     assert scores["swapped"]["agnostic_average_mAP"] == 100 and scores["swapped"]["labels_found"] == 2
     assert "| swapped | 0.0 |" in run.stdout
+
+
+def test_backbone_probe_tells_features_that_carry_the_classes_from_noise(tmp_path: Path) -> None:
+    """benchmarks/backbone_probe.py: features that encode each snippet's class score near 100 on
+    held-out training videos, pure noise near chance (1 / 3 for two classes and background)."""
+    import json
+    import numpy as np
+    from engine.features import FeatureSettings, FeatureStore, VideoFeatureMeta
+
+    rng = np.random.default_rng(0)
+    database: dict = {}
+    stores = {"informative": FeatureStore(tmp_path / "informative"), "noise": FeatureStore(tmp_path / "noise")}
+    for store in stores.values():
+        store.write_settings(FeatureSettings("tiny", "movement+total", 16, 8, 8, [56, 56], 64))
+    for v in range(24):
+        name, label = f"v{v:02d}", "ab"[v % 2]
+        start = float(rng.integers(5, 20))
+        database[name] = {"subset": "training", "duration": 40.0,
+                          "annotations": [{"segment": [start, start + 10.0], "label": label}]}
+        classes = np.full(40, 2)
+        classes[int(start):int(start) + 10] = v % 2  # one snippet per second: sigma 8 at 8 fps
+        noise = rng.standard_normal((40, 16)).astype(np.float32)
+        meta = VideoFeatureMeta(name, 8.0, 320, 40)
+        stores["informative"].write(meta, noise + 4.0 * np.eye(16, dtype=np.float32)[classes])
+        stores["noise"].write(meta, noise)
+    (tmp_path / "ann.json").write_text(json.dumps({"database": database}))
+    out = tmp_path / "probe.json"
+    run = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "backbone_probe.py"), "--annotations",
+                          str(tmp_path / "ann.json"), "--held-out", "6", "--context", "1",
+                          "--features", f"informative={tmp_path / 'informative'}",
+                          "--features", f"noise={tmp_path / 'noise'}", "--json", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(out.read_text())
+    assert report["informative"]["held_out_training"]["balanced"] > 95
+    assert report["informative"]["held_out_training"]["action_class"] > 95
+    assert report["noise"]["held_out_training"]["balanced"] < 50
+    assert report["noise"]["held_out_training"]["snippets"] == 6 * 40
+    assert "| informative | held_out_training |" in run.stdout

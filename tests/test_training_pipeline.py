@@ -684,6 +684,44 @@ def test_pretrain_backbone_cosine_schedule_ends_at_zero_and_unknown_schedule_is_
     assert not (tmp_path / "bb2.pt").exists()
 
 
+def test_pretrain_augmentation_changes_the_clips_not_which_snippets_are_drawn(small_cfg_path: Path) -> None:
+    """--augment must leave the clip draws (and so the recipe's other randomness) as they were."""
+    from engine.training.pretrain import DecodedVideo, sample_batch
+
+    cfg = load_config(small_cfg_path)
+    k = cfg.data.num_classes
+    frames = np.random.default_rng(0).integers(0, 255, (60, 8, 8, 3), dtype=np.uint8)
+    videos = [DecodedVideo("a", frames, np.array([k] * 10 + [1] * (60 // cfg.data.sigma - 10)))]
+    plain_clips, plain_labels = sample_batch(videos, cfg, 32, np.random.default_rng(5))
+    aug_clips, aug_labels = sample_batch(videos, cfg, 32, np.random.default_rng(5),
+                                         augment_rng=np.random.default_rng(6))
+    assert np.array_equal(plain_labels, aug_labels)
+    assert aug_clips.shape == plain_clips.shape and aug_clips.dtype == np.uint8
+    assert not np.array_equal(aug_clips, plain_clips)
+
+
+def test_pretrain_backbone_held_out_videos_are_scored_and_too_many_are_refused(
+        tmp_path: Path, small_data: dict[str, Path], small_cfg_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from engine.training.pretrain import split_held_out
+    from stream.cli import main
+
+    paths = [Path(f"v{i}.mp4") for i in range(10)]
+    fit, held = split_held_out(paths, 3)
+    assert len(held) == 3 and not set(fit) & set(held) and set(fit) | set(held) == set(paths)
+    assert split_held_out(list(reversed(paths)), 3) == (fit, held)  # the same videos whatever the order
+
+    common = ["pretrain-backbone", "--config", str(small_cfg_path), "--videos", str(small_data["videos"]),
+              "--annotations", str(small_data["ann"]), "--steps", "2", "--batch-size", "2", "--no-progress"]
+    assert main(common + ["--out", str(tmp_path / "bb.pt"), "--held-out-videos", "1", "--augment"]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "bb.pt").is_file()
+    assert "held-out videos (1, never pretrained on): snippet accuracy" in out
+    # three training videos: holding all of them out leaves nothing to pretrain on
+    assert main(common + ["--out", str(tmp_path / "bb2.pt"), "--held-out-videos", "3"]) == 2
+    assert "held-out videos 3: must be in [0, 3) for 3 videos" in capsys.readouterr().err
+    assert not (tmp_path / "bb2.pt").exists()
+
+
 @pytest.mark.slow
 def test_distributed_training_with_torchrun_on_cpu(tmp_path: Path, small_data: dict[str, Path],
                                                     small_cfg_path: Path, repo_root: Path) -> None:
