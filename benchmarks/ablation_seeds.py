@@ -260,9 +260,10 @@ def window_actions_found(gt: Any, preds: Any, window_s: dict[str, float],
 
 
 def score(checkpoint: Path, features: str, annotations: str, subset: str | None,
-          inference: dict[str, Any] | None = None) -> dict[str, Any]:
+          overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Labelled and class-agnostic average mAP and label accuracy of one checkpoint on one set;
-    ``inference`` overrides keys of the checkpoint's ``inference`` section (decoding studies)."""
+    ``overrides`` maps config sections to keys replaced in the checkpoint's own (decoding
+    studies: ``{"inference": {...}}``, window layouts: ``{"data": {"hop": 32}}``)."""
     from engine.checkpoint import load_checkpoint
     from engine.evaluation.activitynet import evaluate_detection
     from engine.evaluation.ground_truth import load_ground_truth
@@ -274,11 +275,12 @@ def score(checkpoint: Path, features: str, annotations: str, subset: str | None,
 
     ckpt = load_checkpoint(checkpoint)
     cfg = ckpt.config
-    if inference:
+    if overrides:
         from engine.config import config_from_dict
 
-        cfg = config_from_dict({**cfg.to_dict(), "inference": {**cfg.to_dict()["inference"], **inference}},
-                               source=f"{checkpoint} + {inference}")
+        base = cfg.to_dict()
+        cfg = config_from_dict({**base, **{section: {**base[section], **keys} for section, keys in overrides.items()}},
+                               source=f"{checkpoint} + {overrides}")
     model = load_detector(ckpt)
     full_gt = load_ground_truth(annotations)
     gt = full_gt.select(subset) if subset else full_gt
@@ -364,7 +366,9 @@ MARKDOWN_COLUMNS = (("validation", "average_mAP", "average mAP"), ("validation",
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """Mean +- std (n) per variant, one column per figure of MARKDOWN_COLUMNS that the rows have."""
-    cols = [c for c in MARKDOWN_COLUMNS if all(c[1] in r["scores"].get(c[0], {}) for r in rows)]
+    extra = dict.fromkeys(name for r in rows for name in r["scores"] if name not in ("validation", "long"))
+    wanted = [*MARKDOWN_COLUMNS, *((name, "average_mAP", f"{name}: average mAP") for name in extra)]
+    cols = [c for c in wanted if all(c[1] in r["scores"].get(c[0], {}) for r in rows)]
     lines = ["| variant | seeds | " + " | ".join(c[2] for c in cols) + " |",
              "| --- | --- | " + " | ".join("---" for _ in cols) + " |"]
     for variant in dict.fromkeys(r["variant"] for r in rows):

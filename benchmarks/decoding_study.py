@@ -5,7 +5,8 @@ Issue 12's "decoding (candidate rule, the 2048-pair cap)" and the offline output
 (detector seeds) and reported as mean +- std over them, with the figures of
 ``benchmarks/ablation_seeds.py``'s ``score`` (labelled and class-agnostic average mAP,
 mAP per tIoU, label accuracy of found actions) on the validation subset and, when given, on
-longer unseen videos. Nothing is retrained; each row changes only ``inference`` keys.
+longer unseen videos and any further ``--set``. Nothing is retrained; each row changes only
+``inference`` keys, or, in the hop rows, how videos longer than a window are cut (``data.hop``).
 
     .venv/bin/python benchmarks/decoding_study.py --checkpoint 0=runs/bundled/run/best.pt \\
         --checkpoint 1=runs/bb-seeds/full-s1/best.pt --features runs/bundled/features \\
@@ -31,20 +32,36 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from ablation_seeds import markdown_table, quick_dataset, score  # noqa: E402  (one scoring and table for both studies)
+from engine.checkpoint import load_checkpoint  # noqa: E402
 
-# name -> inference overrides; the first row is the checkpoint's own settings (the paper's rule)
-VARIANTS: dict[str, dict[str, Any]] = {
+# name -> config overrides by section; the first row is the checkpoint's own settings (the paper's
+# rule, its 50 % window overlap). The window layout rows change only how videos longer than a
+# window are cut at inference (the detector was trained on hop = window / 2); online the hop is
+# also how often a window, and its events, comes (docs/benchmarks.md).
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "as trained (paper rule, cap 2048, 1 label, floor 0.001)": {},
-    "boundary edges only when they peak": {"boundary_edges": "peak"},
-    "peak_ratio 0.3 (more threshold candidates)": {"peak_ratio": 0.3},
-    "peak_ratio 0.8 (fewer threshold candidates)": {"peak_ratio": 0.8},
-    "no pair cap (every candidate pair, as the paper)": {"max_pairs": 0},
-    "pair cap 256": {"max_pairs": 256},
-    "2 labels per proposal": {"labels_per_proposal": 2},
-    "score floor 0 (min_score)": {"min_score": 0.0},
-    "score floor 0 + 2 labels per proposal": {"min_score": 0.0, "labels_per_proposal": 2},
-    "class-agnostic Soft-NMS": {"soft_nms": {"class_agnostic": True}},
+    "boundary edges only when they peak": {"inference": {"boundary_edges": "peak"}},
+    "peak_ratio 0.3 (more threshold candidates)": {"inference": {"peak_ratio": 0.3}},
+    "peak_ratio 0.8 (fewer threshold candidates)": {"inference": {"peak_ratio": 0.8}},
+    "no pair cap (every candidate pair, as the paper)": {"inference": {"max_pairs": 0}},
+    "pair cap 256": {"inference": {"max_pairs": 256}},
+    "2 labels per proposal": {"inference": {"labels_per_proposal": 2}},
+    "score floor 0 (min_score)": {"inference": {"min_score": 0.0}},
+    "score floor 0 + 2 labels per proposal": {"inference": {"min_score": 0.0, "labels_per_proposal": 2}},
+    "class-agnostic Soft-NMS": {"inference": {"soft_nms": {"class_agnostic": True}}},
+    "hop = window / 4 (75 % overlap)": {"data": {"hop": "window/4"}},
+    "hop = window / 8 (87.5 % overlap)": {"data": {"hop": "window/8"}},
+    "hop = window (no overlap)": {"data": {"hop": "window"}},
 }
+
+
+def resolve_overrides(overrides: dict[str, dict[str, Any]], window: int) -> dict[str, dict[str, Any]]:
+    """A hop written as ``"window/N"`` or ``"window"`` becomes snippets of the checkpoint's window."""
+    data = dict(overrides.get("data", {}))
+    hop = data.get("hop")
+    if isinstance(hop, str):
+        data["hop"] = window if hop == "window" else max(1, window // int(hop.split("/")[1]))
+    return {**overrides, "data": data} if data else dict(overrides)
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -55,10 +72,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--features", default=None)
     p.add_argument("--annotations", default=None, help="ActivityNet-format JSON with a validation subset")
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: the bundled checkpoint on 16 random feature files, three variants")
+                   help="smoke run: the bundled checkpoint on 16 random feature files, three variants (one a window layout)")
     p.add_argument("--subset", default="validation")
     p.add_argument("--long-features", default=None, help="optional second set: longer unseen videos")
     p.add_argument("--long-annotations", default=None)
+    p.add_argument("--set", nargs=3, action="append", default=[], metavar=("NAME", "FEATURES", "ANNOTATIONS"),
+                   help="a further set scored on all its videos (repeatable), e.g. idle scenes")
     p.add_argument("--variants", default=None, help="comma list of variant numbers (0-based) to run; default all")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="report JSON")
@@ -91,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             features, ann = quick_dataset(tmp)
             a.checkpoint = [f"0={REPO / 'checkpoints' / 'menet-tiny-synth.pt'}"]
             a.features, a.annotations = str(features), str(ann)
-            a.long_features, a.long_annotations, a.variants = str(features), str(ann), "0,4,8"
+            a.long_features, a.long_annotations, a.variants = str(features), str(ann), "0,4,10"
             return run_study(a)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -111,10 +130,13 @@ def run_study(a: argparse.Namespace) -> int:
     for variant in names:
         for seed, path in ckpts:
             t0 = time.perf_counter()
-            scores = {"validation": score(path, a.features, a.annotations, a.subset, VARIANTS[variant])}
+            overrides = resolve_overrides(VARIANTS[variant], load_checkpoint(path).config.data.window)
+            scores = {"validation": score(path, a.features, a.annotations, a.subset, overrides)}
             if a.long_features:
-                scores["long"] = score(path, a.long_features, a.long_annotations, None, VARIANTS[variant])
-            rows.append({"variant": variant, "inference": VARIANTS[variant], "seed": seed,
+                scores["long"] = score(path, a.long_features, a.long_annotations, None, overrides)
+            for name, features, annotations in a.set:
+                scores[name] = score(path, features, annotations, None, overrides)
+            rows.append({"variant": variant, "overrides": overrides, "seed": seed,
                          "checkpoint": str(path), "scores": scores})
             v = scores["validation"]
             print(f"{variant} | seed {seed}: average mAP {v['average_mAP']:.1f}, @0.75 {v['mAP@0.75']:.1f}, "

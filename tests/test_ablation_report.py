@@ -135,3 +135,22 @@ def test_actions_longer_than_a_window_count_per_video_window(tmp_path: Path) -> 
     assert window_actions_found(gt, preds, {"v": 41.0, "w": 20.0}) == (1, 3)
     assert window_actions_found(gt, preds, {"v": 41.0, "w": 20.0}, tiou=0.4) == (2, 3)
     assert window_actions_found(gt, preds, {"v": 41.0}) == (1, 2)  # a video of no known window: none of its actions
+
+
+def test_a_further_set_gets_its_own_average_column() -> None:
+    rows = [_row("full", 0, 64.0, 65.0), _row("full", 1, 66.0, 67.0)]
+    rows[0]["scores"]["idle"] = {"average_mAP": 70.0}
+    rows[1]["scores"]["idle"] = {"average_mAP": 72.0}
+    lines = markdown_table(rows).splitlines()
+    assert lines[0].endswith("| idle: average mAP |")
+    assert lines[2].endswith("| 71.0 ± 1.4 |")
+
+
+def test_decoding_study_hop_rows_become_snippets_of_the_checkpoints_window() -> None:
+    from decoding_study import VARIANTS, resolve_overrides
+
+    quarter = resolve_overrides(VARIANTS["hop = window / 4 (75 % overlap)"], 128)
+    assert quarter == {"data": {"hop": 32}}
+    assert resolve_overrides(VARIANTS["hop = window (no overlap)"], 256) == {"data": {"hop": 256}}
+    labels = VARIANTS["2 labels per proposal"]
+    assert resolve_overrides(labels, 128) == labels  # inference rows pass unchanged
