@@ -8,9 +8,10 @@
 # Environment:
 #   PRETRAIN=benchmark (default) pretrains the backbone on the benchmark's own 320 videos, as the
 #            shipped checkpoint was; PRETRAIN=corpus pretrains it on 720 separate synthetic videos
-#            (WORK_DIR/pretrain-corpus) that the detector never sees: on one draw 91.8 average mAP
-#            on validation against the shipped 74.9, not shipped (docs/results.md "A third corpus
-#            draw": the peer on those features leads at tIoU 0.5-0.8 and on the long videos).
+#            (WORK_DIR/pretrain-corpus) that the detector never sees: corpus draws gave 65-92
+#            average mAP on validation (the shipped checkpoint 74.9), in the order of the held-out
+#            line the pretraining prints; run a few PRETRAIN_SEEDs and keep the best line
+#            (docs/results.md "A third corpus draw", "The 91.8 corpus draw does not reproduce").
 #   CHECKPOINT=PATH where step 5 writes the checkpoint (default checkpoints/menet-tiny-synth.pt).
 #   PRETRAIN_SEED=N the pretraining's seed (default 0; with PRETRAIN=corpus choose among seeds by
 #            the held-out line it prints, which never reads the validation videos).
